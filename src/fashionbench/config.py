@@ -1,0 +1,227 @@
+"""params.yaml: load, validate, and merge each run's entry over the shared defaults.
+
+Every stage calls `load_params()` first, so a bad file stops the pipeline before any
+training, with one line that names the key and what was expected.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashionbench.datasets import known_datasets
+
+PARAMS_FILE = Path("params.yaml")
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+LOSSES = ("cross_entropy", "nll", "mse", "bce")
+INITS = ("default", "normal", "xavier_uniform", "kaiming")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
+
+
+class ConfigError(Exception):
+    """params.yaml is wrong; the message is one line naming the key."""
+
+
+def _num(key, v, *, lo=None, lo_open=False, hi=None, hi_open=False, integer=False, nullable=False):
+    if v is None and nullable:
+        return None
+    kind = "an integer" if integer else "a number"
+    if isinstance(v, bool):
+        raise ConfigError(f"{key}: expected {kind}, got {v!r}")
+    if integer:
+        if not isinstance(v, int):
+            raise ConfigError(f"{key}: expected {kind}, got {v!r}")
+    else:
+        # YAML 1.1 (PyYAML) reads `1e-3` as a string; YAML 1.2 (DVC's -S) as a float: accept both.
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                raise ConfigError(f"{key}: expected {kind}, got {v!r}") from None
+        if not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}: expected {kind}, got {v!r}")
+        v = float(v)
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key}: expected a finite number, got {v!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ConfigError(f"{key}: expected {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and (v >= hi if hi_open else v > hi):
+        raise ConfigError(f"{key}: expected {'<' if hi_open else '<='} {hi}, got {v!r}")
+    return v
+
+
+def _choice(key, v, choices, nullable=False):
+    if v is None and nullable:
+        return None
+    if v not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _device(key, v):
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+    return v
+
+
+def _seeds(key, v):
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or any(isinstance(s, bool) or not isinstance(s, int) for s in v):
+        raise ConfigError(f"{key}: expected a non-empty list of integers, got {v!r}")
+    if len(set(v)) != len(v):
+        raise ConfigError(f"{key}: expected distinct seeds, got {v!r}")
+    return list(v)
+
+
+def _model(key, v):
+    from fashionbench.models import known_models  # models imports torch: only when validating runs
+
+    names = known_models()
+    if v not in names:
+        raise ConfigError(f"{key}: unknown model {v!r}, expected one of: {', '.join(names)}")
+    return v
+
+
+# Training settings: valid at the top level (the shared defaults) and in any run entry.
+TRAIN_KEYS = {
+    "lr": lambda k, v: _num(k, v, lo=0, lo_open=True),
+    "epochs": lambda k, v: _num(k, v, lo=1, integer=True),
+    "max_epochs": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
+    "batch_size": lambda k, v: _num(k, v, lo=1, integer=True),
+    "eval_batch_size": lambda k, v: _num(k, v, lo=1, integer=True),
+    "optimizer": lambda k, v: _choice(k, v, OPTIMIZERS),
+    "momentum": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
+    "nesterov": _bool,
+    "weight_decay": lambda k, v: _num(k, v, lo=0),
+    "l1": lambda k, v: _num(k, v, lo=0),
+    "loss": lambda k, v: _choice(k, v, LOSSES),
+    "init": lambda k, v: _choice(k, v, INITS),
+    "seed": lambda k, v: _num(k, v, integer=True),
+    "seeds": _seeds,
+    "device": _device,
+    "deterministic": _bool,
+    # Model options; null means "as the zoo entry defines it".
+    "depth": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
+    "width": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
+    "activation": lambda k, v: _choice(k, v, ACTIVATIONS, nullable=True),
+    "dropout": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
+}
+MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout")
+RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
+PREPROCESS_KEYS = {
+    "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
+    "split_seed": lambda k, v: _num(k, v, integer=True),
+    "max_train": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
+    "max_test": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
+}
+TOP_SECTIONS = ("datasets", "preprocess", "runs")
+
+
+def _mapping(key, v):
+    if not isinstance(v, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(v).__name__}")
+    return v
+
+
+def _check_keys(where: str, given: dict, allowed) -> None:
+    for k in given:
+        if k not in allowed:
+            raise ConfigError(f"{where}{k}: unknown key, expected one of: {', '.join(sorted(allowed))}")
+
+
+def validate(raw: Any) -> dict:
+    """The validated params: {'defaults', 'datasets', 'preprocess', 'runs': {name: merged}}."""
+    raw = _mapping("params.yaml", raw)
+    _check_keys("", raw, set(TRAIN_KEYS) | set(TOP_SECTIONS))
+    for section in TOP_SECTIONS:
+        if section not in raw:
+            raise ConfigError(f"{section}: missing (params.yaml needs {', '.join(TOP_SECTIONS)})")
+    missing = [k for k in TRAIN_KEYS if k not in raw]
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing top-level default (every training key needs one)")
+    defaults = {k: check(k, raw[k]) for k, check in TRAIN_KEYS.items()}
+
+    datasets = raw["datasets"]
+    if not isinstance(datasets, list) or not datasets:
+        raise ConfigError(f"datasets: expected a non-empty list, got {datasets!r}")
+    for i, d in enumerate(datasets):
+        _choice(f"datasets[{i}]", d, known_datasets())
+
+    pre = _mapping("preprocess", raw["preprocess"])
+    _check_keys("preprocess.", pre, PREPROCESS_KEYS)
+    preprocess = {k: check(f"preprocess.{k}", pre.get(k)) for k, check in PREPROCESS_KEYS.items()
+                  if k in pre or k in ("max_train", "max_test")}
+    preprocess.setdefault("val_fraction", 0.1)
+    preprocess.setdefault("split_seed", 0)
+
+    runs = _mapping("runs", raw["runs"])
+    if not runs:
+        raise ConfigError("runs: expected at least one run")
+    merged = {}
+    for name, entry in runs.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"runs.{name}: run names may hold letters, digits, '_', '-' and '.' only")
+        merged[name] = validate_run(name, entry, defaults, datasets)
+    return {"defaults": defaults, "datasets": list(datasets), "preprocess": preprocess, "runs": merged}
+
+
+def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> dict:
+    where = f"runs.{name}."
+    entry = _mapping(f"runs.{name}", entry)
+    _check_keys(where, entry, set(TRAIN_KEYS) | set(RUN_ONLY_KEYS))
+    for k in RUN_ONLY_KEYS:
+        if k not in entry:
+            raise ConfigError(f"{where}{k}: missing (every run names its model and dataset)")
+    cfg = dict(defaults)
+    cfg.update({k: TRAIN_KEYS[k](where + k, v) for k, v in entry.items() if k in TRAIN_KEYS})
+    cfg["model"] = _model(where + "model", entry["model"])
+    if entry["dataset"] not in datasets:
+        raise ConfigError(f"{where}dataset: expected one of the datasets list ({', '.join(datasets)}), got {entry['dataset']!r}")
+    cfg["dataset"] = entry["dataset"]
+    cfg["name"] = name
+    if cfg["max_epochs"] is not None:  # smoke runs: one cap over every run's own epochs
+        cfg["epochs"] = min(cfg["epochs"], cfg["max_epochs"])
+    if cfg["seeds"] is None:
+        cfg["seeds"] = [cfg["seed"]]
+
+    from fashionbench.models import model_options
+
+    accepted = model_options(cfg["model"])
+    for k in MODEL_OPTION_KEYS:
+        if cfg[k] is not None and k not in accepted:
+            origin = where + k if k in entry else k
+            raise ConfigError(
+                f"{origin}: model {cfg['model']} has no '{k}' option "
+                f"(it takes: {', '.join(accepted) or 'none'}); set it to null"
+            )
+    return cfg
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    return validate(raw)
+
+
+def run_config(name: str, path: Path | str = PARAMS_FILE) -> dict:
+    params = load_params(path)
+    if name not in params["runs"]:
+        raise ConfigError(f"runs.{name}: no such run, expected one of: {', '.join(params['runs'])}")
+    return params["runs"][name]

@@ -1,0 +1,159 @@
+"""DVC stage `evaluate@<run>`: test metrics, confusion matrix, misclassified images, figures.
+
+Writes metrics/<run>.json (DVC metrics), plots/eval/<run>.json (confusion matrix,
+per-class accuracy, misclassified test ids), plots/confusion/<run>.csv (DVC confusion
+plot), plots/runs/<run>/*.png; and logs all of it into the run's MLflow run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from fashionbench.config import ConfigError, run_config
+from fashionbench.datasets import CLASS_NAMES, DataError
+from fashionbench.models import model_from_config
+from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, metrics_path,
+                                  read_json, train_summary_path, write_csv, write_json)
+from fashionbench.preprocess import load_prepared
+from fashionbench.train import mean_std
+from fashionbench.training import compute_loss, predict, resolve_device
+
+GALLERY_SIZE = 32
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, classes: int = 10) -> np.ndarray:
+    """counts[t, p] = how many images of true class t were predicted as p."""
+    return np.bincount(true * classes + pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def per_class_accuracy(matrix: np.ndarray) -> list[float]:
+    totals = matrix.sum(axis=1)
+    return [float(matrix[c, c] / totals[c]) if totals[c] else float("nan") for c in range(len(matrix))]
+
+
+def load_checkpoint(cfg: dict, seed: int, device) -> torch.nn.Module:
+    model = model_from_config(cfg)
+    path = checkpoint_path(cfg["name"], seed)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `dvc repro train@{cfg['name']}` first")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def evaluate_run(cfg: dict, device) -> dict:
+    """Evaluate every seed's checkpoint on the test split; details from the first seed."""
+    summary_path = train_summary_path(cfg["name"])
+    if not summary_path.is_file():
+        raise DataError(f"{summary_path}: not found; run `dvc repro train@{cfg['name']}` first")
+    trained = read_json(summary_path)
+    data = load_prepared(cfg["dataset"], device)
+    images, labels = data["test_images"], data["test_labels"]
+    per_seed = []
+    for seed in cfg["seeds"]:
+        logits = predict(load_checkpoint(cfg, seed, device), images, cfg["eval_batch_size"]).float()
+        pred = logits.argmax(1)
+        per_seed.append({
+            "seed": seed,
+            "accuracy": float((pred == labels).float().mean()),
+            "loss": float(compute_loss(cfg["loss"], logits, labels)),
+            "pred": pred.cpu().numpy(),
+        })
+    first = per_seed[0]
+    true = labels.cpu().numpy()
+    matrix = confusion_matrix(true, first["pred"])
+    wrong = np.flatnonzero(first["pred"] != true)
+    accs = [s["accuracy"] for s in per_seed]
+    mean, std = mean_std(accs)
+    names = CLASS_NAMES[cfg["dataset"]]
+    per_class = per_class_accuracy(matrix)
+    metrics = {
+        "run": cfg["name"], "model": cfg["model"], "dataset": cfg["dataset"],
+        "status": trained["status"],
+        "diverged_epoch": min((s["diverged_epoch"] for s in trained["seeds"] if s["diverged_epoch"]), default=None),
+        "test_accuracy": mean,
+        "test_accuracy_std": std,
+        "test_accuracy_per_seed": accs,
+        "seeds": len(accs),
+        "test_loss": float(np.mean([s["loss"] for s in per_seed])),
+        "epochs_run": trained["seeds"][0]["epochs_run"],
+        "parameters": trained["parameters"],
+        "train_seconds": trained["train_seconds"],
+        "per_class_accuracy": dict(zip(names, per_class)),
+    }
+    details = {
+        "run": cfg["name"], "class_names": names, "seed": first["seed"],
+        "confusion_matrix": matrix.tolist(), "per_class_accuracy": per_class,
+        "misclassified_ids": wrong.tolist(),
+        "misclassified_predictions": first["pred"][wrong].tolist(),
+    }
+    return {"metrics": metrics, "details": details, "trained": trained, "true": true,
+            "pred": first["pred"], "images": images.cpu().numpy()}
+
+
+
+def write_outputs(cfg: dict, result: dict) -> list:
+    """Write metrics, details, confusion rows and the run's figures; return the figure paths."""
+    from fashionbench import figures
+
+    name, names = cfg["name"], result["details"]["class_names"]
+    write_json(metrics_path(name), result["metrics"])
+    write_json(evaluation_path(name), result["details"])
+    write_csv(confusion_path(name), [{"actual": names[t], "predicted": names[p]}
+                                      for t, p in zip(result["true"], result["pred"])])
+    out = figures_dir(name)
+    history = result["trained"]["history"][str(cfg["seeds"][0])]
+    acc = 100 * result["metrics"]["test_accuracy"]
+    paths = [out / "curves.png", out / "confusion.png", out / "misclassified.png"]
+    figures.learning_curves(history, f"{name} ({result['metrics']['status']})", paths[0])
+    figures.confusion_figure(np.array(result["details"]["confusion_matrix"]), names,
+                             f"{name}: test accuracy {acc:.2f}%", paths[1])
+    ids = result["details"]["misclassified_ids"][:GALLERY_SIZE]
+    figures.misclassified_gallery(result["images"][ids], result["true"][ids].tolist(),
+                                  result["pred"][ids].tolist(), ids, names,
+                                  f"{name}: misclassified test images", paths[2])
+    return paths
+
+
+def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
+    """Into the MLflow run that training opened (its id travels in train.json)."""
+    run_id = result["trained"].get("mlflow_run_id")
+    if not run_id:
+        return
+    from fashionbench.tracking import RunTracker
+
+    tracker = RunTracker.resume(run_id)
+    m = result["metrics"]
+    scalars = {k: m[k] for k in ("test_accuracy", "test_accuracy_std", "test_loss")}
+    scalars.update({f"test_accuracy_{n.replace('/', '_').replace(' ', '_')}": v
+                    for n, v in m["per_class_accuracy"].items()})
+    tracker.log_metrics(scalars, step=m["epochs_run"])
+    for path in figure_paths:
+        tracker.log_artifact(path, "figures")
+    for path in (metrics_path(cfg["name"]), evaluation_path(cfg["name"])):
+        tracker.log_artifact(path, "evaluation")
+    tracker.end()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    args = parser.parse_args(argv)
+    try:
+        cfg = run_config(args.run)
+        result = evaluate_run(cfg, resolve_device(cfg["device"]))
+    except (ConfigError, DataError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    figure_paths = write_outputs(cfg, result)
+    log_to_mlflow(cfg, result, figure_paths)
+    m = result["metrics"]
+    print(f"{cfg['name']}: test accuracy {100 * m['test_accuracy']:.2f}% "
+          f"(± {100 * m['test_accuracy_std']:.2f}, {m['seeds']} seed(s)), loss {m['test_loss']:.4f}, {m['status']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The model zoo of DESIGN.md, layer for layer. Every model maps (N, 1, 28, 28) floats to 10 logits.
+
+A log-softmax head (seed 004's NLL setup) is applied by the loss, not stored in the
+model, so every checkpoint has the same shape of output and the same state-dict keys.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+ACTIVATION_LAYERS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def mlp(depth: int = 2, width: int = 512, activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
+    """784 -> `depth` hidden layers of `width` -> 10; dropout after each hidden activation."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    fan_in = 28 * 28
+    for _ in range(depth):
+        layers += [nn.Linear(fan_in, width), ACTIVATION_LAYERS[activation]()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers.append(nn.Linear(fan_in, 10))
+    return nn.Sequential(*layers)
+
+
+def cnn_small() -> nn.Sequential:
+    """Seed 000: conv 16@5x5, ReLU, maxpool 2; conv 32@7x7, ReLU, maxpool 2; linear -> 10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 24 -> 12
+        nn.Conv2d(16, 32, 7), nn.ReLU(), nn.MaxPool2d(2),  # 12 -> 6 -> 3
+        nn.Flatten(), nn.Linear(32 * 3 * 3, 10),
+    )
+
+
+def lenet5(modern: bool) -> nn.Sequential:
+    """Seed 002's LeNet-5: classic = sigmoid + average pooling; modern = ReLU + max pooling."""
+    act = nn.ReLU if modern else nn.Sigmoid
+    pool = nn.MaxPool2d if modern else nn.AvgPool2d
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), act(), pool(2),  # 28 -> 28 -> 14
+        nn.Conv2d(6, 16, 5), act(), pool(2),            # 14 -> 10 -> 5
+        nn.Flatten(),
+        nn.Linear(400, 120), act(),
+        nn.Linear(120, 84), act(),
+        nn.Linear(84, 10),
+    )
+
+
+def cnn_seed004(dropout: float = 0.0) -> nn.Sequential:
+    """Seed 004: conv 32@3x3 pad 1, ReLU, maxpool; conv 64@3x3, ReLU, maxpool; fc 2304-600-120-10.
+
+    `dropout` acts on the two hidden fully connected layers only (not the last one).
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 28 -> 14
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),            # 14 -> 12 -> 6
+        nn.Flatten(),
+        nn.Linear(64 * 6 * 6, 600), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(600, 120), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(120, 10),
+    )
+
+
+class PatchMLP(nn.Module):
+    """Seed 001: a one-block MLP-Mixer.
+
+    Stem: the 28x28 image is cut into non-overlapping `patch` x `patch` patches (7 -> 16
+    patches of 49 pixels), each embedded by one shared linear layer. Backbone: a
+    token-mixing MLP (w1, w2: across patches) then a channel-mixing MLP (w3, w4: across
+    features), ReLU inside each, as the seed describes (no norm, no skip connections).
+    Head: mean over patches, linear -> 10 (softmax lives in the loss).
+    """
+
+    def __init__(self, patch: int = 7, dim: int = 64, token_hidden: int = 64, channel_hidden: int = 128):
+        super().__init__()
+        if 28 % patch:
+            raise ValueError(f"patch size {patch} must divide 28")
+        self.patch = patch
+        tokens = (28 // patch) ** 2
+        self.embed = nn.Linear(patch * patch, dim)
+        self.w1, self.w2 = nn.Linear(tokens, token_hidden), nn.Linear(token_hidden, tokens)
+        self.w3, self.w4 = nn.Linear(dim, channel_hidden), nn.Linear(channel_hidden, dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch
+        # (N,1,28,28) -> (N, tokens, p*p): unfold rows then columns into patches.
+        patches = x.unfold(2, p, p).unfold(3, p, p).reshape(x.shape[0], -1, p * p)
+        h = self.embed(patches)                                            # (N, T, D)
+        h = self.w2(torch.relu(self.w1(h.transpose(1, 2)))).transpose(1, 2)  # token mixing
+        h = self.w4(torch.relu(self.w3(h)))                                # channel mixing
+        return self.head(h.mean(dim=1))
+
+
+# name -> (builder, the zoo entry's arguments). A run may override any builder argument
+# that is one of RUN_OPTIONS (e.g. fcn_400's depth and width, cnn_baseline's dropout).
+ZOO = {
+    "mlp_512": (mlp, {"depth": 2, "width": 512}),
+    "mlp_64": (mlp, {"depth": 1, "width": 64}),
+    "fcn_400": (mlp, {"depth": 2, "width": 400}),
+    "cnn_small": (cnn_small, {}),
+    "patch_mlp": (PatchMLP, {}),
+    "lenet5_classic": (lenet5, {"modern": False}),
+    "lenet5_modern": (lenet5, {"modern": True}),
+    "cnn_baseline": (cnn_seed004, {"dropout": 0.0}),
+    "cnn_dropout": (cnn_seed004, {"dropout": 0.5}),
+}
+RUN_OPTIONS = ("depth", "width", "activation", "dropout")
+
+
+def known_models() -> list[str]:
+    return sorted(ZOO)
+
+
+def model_options(name: str) -> list[str]:
+    """The run options (depth, width, activation, dropout) this model accepts."""
+    builder, _defaults = ZOO[name]
+    signature = inspect.signature(builder)
+    return [k for k in RUN_OPTIONS if k in signature.parameters]
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Re-initialise weights of linear and conv layers; 'default' keeps PyTorch's own.
+
+    normal: N(0, 0.01^2) weights (the common "random normal" choice; seed 003 saw it hurt),
+    xavier_uniform: Glorot uniform, kaiming: He normal for ReLU. Biases are zeroed.
+    """
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if scheme == "normal":
+                nn.init.normal_(module.weight, 0.0, 0.01)
+            elif scheme == "xavier_uniform":
+                nn.init.xavier_uniform_(module.weight)
+            elif scheme == "kaiming":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            else:
+                raise ValueError(f"unknown init scheme {scheme!r}")
+            nn.init.zeros_(module.bias)
+
+
+def build_model(name: str, init: str = "default", **options) -> nn.Module:
+    """A zoo model; `options` (None values ignored) override the zoo entry's defaults."""
+    if name not in ZOO:
+        raise ValueError(f"unknown model {name!r}, expected one of: {', '.join(known_models())}")
+    builder, fixed = ZOO[name]
+    kwargs = dict(fixed)
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    model = builder(**kwargs)
+    init_weights(model, init)
+    return model
+
+
+def model_from_config(cfg: dict) -> nn.Module:
+    return build_model(cfg["model"], cfg["init"], **{k: cfg.get(k) for k in model_options(cfg["model"])})
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def uses_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+

@@ -1,0 +1,30 @@
+"""What the seeds reported (DESIGN.md's tables), to set beside our numbers in the report."""
+from __future__ import annotations
+
+# (model, dataset) -> the seed's reported test accuracy in %, its own ± where it gave one,
+# and how it trained (so a reader sees what the comparison assumes).
+SEED_RESULTS = {
+    ("mlp_512", "fashion_mnist"): {"seed": "000", "accuracy": 87.6, "pm": None, "setup": "Adam 1e-3, 10 epochs, batch 64"},
+    ("mlp_64", "fashion_mnist"): {"seed": "000", "accuracy": 87.1, "pm": None, "setup": "Adam 1e-3, 10 epochs, batch 64"},
+    ("cnn_small", "fashion_mnist"): {"seed": "000", "accuracy": 90.7, "pm": None, "setup": "Adam 1e-3, 10 epochs, batch 64"},
+    ("patch_mlp", "fashion_mnist"): {"seed": "001", "accuracy": 87.9, "pm": None, "setup": "Adam 1e-3, wd 1e-3, 30 epochs, batch 256"},
+    ("lenet5_classic", "fashion_mnist"): {"seed": "002", "accuracy": 86.54, "pm": None, "setup": "Adam, 10 epochs"},
+    ("lenet5_classic", "mnist"): {"seed": "002", "accuracy": 97.90, "pm": None, "setup": "Adam, 10 epochs"},
+    ("lenet5_modern", "fashion_mnist"): {"seed": "002", "accuracy": 90.45, "pm": None, "setup": "Adam, 10 epochs"},
+    ("lenet5_modern", "mnist"): {"seed": "002", "accuracy": 99.07, "pm": None, "setup": "Adam, 10 epochs"},
+    ("fcn_400", "fashion_mnist"): {"seed": "003", "accuracy": 87.2, "pm": 2.1, "setup": "SGD 0.03, 40 epochs, batch 512"},
+    ("cnn_baseline", "fashion_mnist"): {"seed": "004", "accuracy": 69.18, "pm": None, "setup": "NLL, SGD 1e-3, 20 epochs"},
+    ("cnn_dropout", "fashion_mnist"): {"seed": "004", "accuracy": 90.89, "pm": None, "setup": "NLL, Adam 1e-4, dropout 0.5, 40 epochs"},
+}
+
+
+def verdict(ours: float | None, seed: float, seed_pm: float | None, ours_std: float = 0.0) -> str:
+    """One word on whether we reproduced the seed's number (all values in %)."""
+    if ours is None or ours != ours:
+        return "no result"
+    diff = ours - seed
+    if seed_pm is not None and abs(diff) <= seed_pm + ours_std:
+        return "reproduced (within the seed's ±)"
+    if abs(diff) <= 1.0:
+        return "reproduced (within 1 point)"
+    return "higher than the seed" if diff > 0 else "lower than the seed"

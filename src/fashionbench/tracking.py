@@ -1,0 +1,249 @@
+"""MLflow: where runs go, and how the train and evaluate stages share one MLflow run.
+
+Default store: `sqlite:///<repo>/mlflow.db` with artifacts in `<repo>/mlartifacts`, both
+absolute. Queued DVC experiments run in temporary copies under `<repo>/.dvc/tmp/exps/`;
+the store is resolved to the real repository above them, so nothing is logged into a
+copy that DVC throws away. `MLFLOW_TRACKING_URI` overrides (e.g. a shared server).
+
+mlflow is imported inside functions: it takes seconds to import, and stages that do not
+log (download, preprocess) or a `dvc repro` with nothing to do should not pay for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+EXPERIMENT = "fashionbench"
+DB_NAME = "mlflow.db"
+ARTIFACTS_NAME = "mlartifacts"
+_EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used (one line naming the URI)."""
+
+
+def repo_root(cwd: Path | None = None) -> Path:
+    """The repository whose store we log to: the cwd, or the real repo above a DVC temp copy."""
+    here = str((cwd or Path.cwd()).resolve()) + os.sep
+    if _EXPS_MARKER in here:
+        return Path(here.split(_EXPS_MARKER)[0])
+    return Path(here.rstrip(os.sep))
+
+
+def default_uri() -> str:
+    return f"sqlite:///{repo_root() / DB_NAME}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def uses_default_store() -> bool:
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI itself, so compare, not just test.
+    return tracking_uri() == default_uri()
+
+
+@contextlib.contextmanager
+def store_lock():
+    """Serialize writers of the default SQLite store across processes.
+
+    SQLite takes one writer at a time. MLflow's SQLAlchemy store turns a busy database
+    into "database is locked" errors after a short timeout, and two processes that
+    create the schema or the experiment at the same moment race each other. Parallel
+    queued experiments (`dvc queue start -j 2`) do exactly that, so each short group of
+    logging calls holds an exclusive lock on `<repo>/mlflow.db.lock`. A call takes
+    milliseconds; with one worker the lock is free and costs nothing. A server
+    (MLFLOW_TRACKING_URI=http://...) serializes by itself, so no lock is taken there.
+    """
+    if not uses_default_store():
+        yield
+        return
+    lock_path = repo_root() / (DB_NAME + ".lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming the URI, if an HTTP tracking server does not answer."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow server {uri} answered /health with HTTP {response.status}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer: {reason}") from None
+
+
+def _setup_mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def experiment_id() -> str:
+    """The `fashionbench` experiment, created with an absolute artifact location if new."""
+    mlflow = _setup_mlflow()
+    with store_lock():
+        exp = mlflow.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return exp.experiment_id
+        location = (repo_root() / ARTIFACTS_NAME).as_uri() if uses_default_store() else None
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags(cfg: dict) -> dict[str, str]:
+    """Tags that link an MLflow run to git and DVC; filter one `dvc exp run` by `tags.dvc_exp_name`."""
+    return {
+        "mlflow.source.git.commit": git_commit(),
+        "git_commit": git_commit(),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        "dvc_run": cfg["name"],
+        "dataset": cfg["dataset"],
+        "model": cfg["model"],
+    }
+
+
+def mlflow_params(cfg: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in cfg.items()}
+
+
+class RunTracker:
+    """One MLflow run (new, or resumed by id); every call holds the store lock."""
+
+    def __init__(self, run_id: str, cfg: dict | None = None):
+        self.mlflow = _setup_mlflow()
+        self.client = self.mlflow.MlflowClient()
+        self.run_id = run_id
+        self.cfg = cfg
+
+    @classmethod
+    def start(cls, cfg: dict, parent_run_id: str | None = None, run_name: str | None = None) -> "RunTracker":
+        exp = experiment_id()
+        tags = run_tags(cfg)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        client = _setup_mlflow().MlflowClient()
+        with store_lock():
+            run = client.create_run(exp, run_name=run_name or cfg["name"], tags=tags)
+        tracker = cls(run.info.run_id, cfg)
+        tracker.log_params(mlflow_params(cfg))
+        return tracker
+
+    @classmethod
+    def resume(cls, run_id: str) -> "RunTracker":
+        tracker = cls(run_id)
+        with store_lock():
+            tracker.client.update_run(run_id, status="RUNNING")
+        return tracker
+
+    def child(self, seed: int) -> "RunTracker":
+        """A nested run for one seed of a repeated run."""
+        cfg = dict(self.cfg, seed=seed, seeds=[seed])
+        return RunTracker.start(cfg, parent_run_id=self.run_id, run_name=f"{self.cfg['name']}/seed{seed}")
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        with store_lock():
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        """Finite numbers only: a NaN loss is recorded by the `status` tag, not as a metric."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and math.isfinite(v)]
+        with store_lock():
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        with store_lock():
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        with store_lock():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, seed_summary: dict) -> None:
+        """End a per-seed child run with its final metrics and status."""
+        self.log_metrics(seed_summary["final"], step=seed_summary["epochs_run"])
+        self.set_tags({"status": seed_summary["status"], "diverged_epoch": seed_summary["diverged_epoch"] or ""})
+        self.end()
+
+    def finish_training(self, summary: dict, model) -> None:
+        """Training's part of the run: status, timing, dataset, model; evaluate adds the rest."""
+        self.set_tags({"status": summary["status"], "device": summary["device"]})
+        diverged = [s["diverged_epoch"] for s in summary["seeds"] if s["diverged_epoch"]]
+        if diverged:
+            self.set_tags({"diverged_epoch": min(diverged)})
+        self.log_metrics({"train_seconds": summary["train_seconds"], "parameters": summary["parameters"]})
+        self.log_dataset(summary["config"]["dataset"], summary["digest"])
+        self.log_model(model)
+        self.end()
+
+    def log_dataset(self, dataset: str, digest: str, context: str = "training") -> None:
+        """mlflow.log_input of the dataset; its digest comes from the raw files' md5s."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+        url = {"fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist",
+               "mnist": "https://yann.lecun.com/exdb/mnist/"}.get(dataset, dataset)
+        ds = MetaDataset(source=HTTPDatasetSource(url=url), name=dataset, digest=digest)
+        with store_lock(), self.mlflow.start_run(run_id=self.run_id):
+            self.mlflow.log_input(ds, context=context)
+
+    def log_model(self, model) -> None:
+        """The model as an MLflow PyTorch model with signature and input example (pyfunc-loadable).
+
+        Input: float32 (N, 1, 28, 28) in [0, 1]; output: 10 logits per image.
+        """
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.to("cpu").eval()
+        example = np.zeros((2, 1, 28, 28), dtype=np.float32)
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        signature = infer_signature(example, output)
+        # Explicit requirements: inferring them imports and scans the environment (slow).
+        reqs = [f"torch=={torch.__version__.split('+')[0]}"]
+        with store_lock(), self.mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                     pip_requirements=reqs)
+
+    def end(self, status: str = "FINISHED") -> None:
+        with store_lock():
+            self.client.set_terminated(self.run_id, status)
+
+    def fail(self) -> None:
+        self.end("FAILED")

@@ -1,0 +1,157 @@
+"""The training loop: data resident on the device, shuffled per epoch by a seeded generator.
+
+No per-sample Dataset/DataLoader: the split lives on the device as a uint8 tensor, a
+batch is one gather plus a scale to [0, 1] (what the seeds' `ToTensor()` gives), and
+loss/accuracy accumulate on the device and are read once per epoch (no host sync per step).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fashionbench.models import model_from_config
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} requested but CUDA is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """Deterministic mode on request (torchvision references' --use-deterministic-algorithms)."""
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not enabled
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], on the images' device."""
+    return images.unsqueeze(1).float().div_(255.0)
+
+
+def compute_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean loss over the batch. nll = log-softmax head + NLL (seed 004); mse/bce on one-hot targets."""
+    if name == "cross_entropy":
+        return F.cross_entropy(logits, labels)
+    if name == "nll":
+        return F.nll_loss(F.log_softmax(logits, dim=1), labels)
+    one_hot = F.one_hot(labels, 10).to(logits.dtype)
+    if name == "mse":
+        return F.mse_loss(torch.softmax(logits, dim=1), one_hot)
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(logits, one_hot)
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+    name, lr, wd = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=cfg["momentum"], weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    return sum(p.abs().sum() for name, p in model.named_parameters() if name.endswith("weight"))
+
+
+def epoch_order(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """This epoch's sample order: drawn on the CPU so every device sees the same batches."""
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def train_step(model, optimizer, x, y, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns (summed loss, correct count) as device tensors."""
+    logits = model(x)
+    loss = compute_loss(cfg["loss"], logits, y)
+    objective = loss + cfg["l1"] * l1_penalty(model) if cfg["l1"] else loss
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for uint8 images (N, 28, 28), in batches, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model(to_input(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10, device=images.device)
+
+
+def evaluate_split(model, images, labels, loss_name: str, batch_size: int) -> dict[str, float]:
+    logits = predict(model, images, batch_size)
+    if len(labels) == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    loss = compute_loss(loss_name, logits.float(), labels)
+    acc = (logits.argmax(1) == labels).float().mean()
+    return {"loss": float(loss), "accuracy": float(acc)}
+
+
+def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torch.device,
+               on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
+    """Train one model with one seed. Returns {model, history, status, diverged_epoch, seconds}.
+
+    A loss that becomes NaN or infinite ends training early with status 'diverged':
+    a result to record (seed 003's Adam at lr 0.1), not a crash.
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)  # initial weights and dropout masks
+    model = model_from_config(cfg).to(device)
+    optimizer = make_optimizer(cfg, model.parameters())
+    shuffle = torch.Generator().manual_seed(seed)
+    train_x, train_y = data["train_images"], data["train_labels"]
+    n, bs, eval_bs = len(train_y), cfg["batch_size"], cfg["eval_batch_size"]
+
+    history, status, diverged_epoch = [], "completed", None
+    start = time.perf_counter()
+    bar = tqdm(range(1, cfg["epochs"] + 1), desc=f"{cfg['name']} seed {seed}", unit="epoch",
+               disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        order = epoch_order(n, shuffle, device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            batch_loss, batch_correct = train_step(model, optimizer, to_input(train_x[idx]), train_y[idx], cfg)
+            loss_sum += batch_loss
+            correct += batch_correct
+        train_loss = float(loss_sum) / n  # the one host sync of the epoch
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": int(correct) / n}
+        if not math.isfinite(train_loss):
+            status, diverged_epoch = "diverged", epoch
+        val = evaluate_split(model, data["val_images"], data["val_labels"], cfg["loss"], eval_bs)
+        test = evaluate_split(model, data["test_images"], data["test_labels"], cfg["loss"], eval_bs)
+        row.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
+                   test_loss=test["loss"], test_accuracy=test["accuracy"],
+                   seconds=time.perf_counter() - start)
+        history.append(row)
+        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{val['accuracy']:.4f}", test_acc=f"{test['accuracy']:.4f}")
+        if on_epoch:
+            on_epoch(row)
+        if status == "diverged":
+            bar.write(f"{cfg['name']} seed {seed}: loss is {train_loss} at epoch {epoch}: diverged, stopping")
+            break
+    bar.close()
+    return {"model": model, "history": history, "status": status, "diverged_epoch": diverged_epoch,
+            "seconds": time.perf_counter() - start}

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_idx import write_mirror  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake_mirror(tmp_path, monkeypatch) -> Path:
+    """A local mirror of small generated datasets, with their checksums substituted."""
+    mirror = tmp_path / "mirror"
+    md5_file = write_mirror(mirror)
+    monkeypatch.setenv("FASHIONBENCH_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
+    return mirror
+
+
+@pytest.fixture
+def tiny_data():
+    """Prepared-format tensors of a small learnable dataset, on the CPU."""
+    import numpy as np
+    import torch
+
+    from fake_idx import make_images
+
+    rng = np.random.default_rng(0)
+    out = {"digest": "test"}
+    for split, n in (("train", 256), ("val", 64), ("test", 64)):
+        labels = rng.integers(0, 10, size=n)
+        out[f"{split}_images"] = torch.from_numpy(make_images(labels, rng))
+        out[f"{split}_labels"] = torch.from_numpy(labels.astype(np.int64))
+    return out
+
+
+def base_params() -> dict:
+    """A valid params dict, as params.yaml would give it, with one tiny run."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["runs"] = {"mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"}}
+    return params

@@ -1,0 +1,61 @@
+"""A throwaway git + DVC repository holding this project's pipeline, for end-to-end tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's dvc and mlflow
+
+
+def tiny_params(runs: dict | None = None) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(epochs=1, batch_size=32)
+    params["runs"] = runs or {
+        "mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"},
+        "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist"},
+    }
+    return params
+
+
+def make_repo(root: Path, params: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "test@example.com")
+    git(root, "config", "user.name", "test")
+    run(root, "dvc", "init", "-q")
+    run(root, "dvc", "config", "core.analytics", "false")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "pipeline")
+    return root
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def run(root: Path, *cmd: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def mlflow_runs(root: Path, **filters) -> list:
+    """Top-level MLflow runs in the repo's default store, optionally filtered by tag."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("fashionbench")
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in found if all(r.data.tags.get(k) == v for k, v in filters.items())]

@@ -1,0 +1,94 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO, base_params
+from fashionbench.config import ConfigError, load_params, validate
+
+
+def test_the_repository_params_file_is_valid():
+    params = load_params(REPO / "params.yaml")
+    assert len(params["runs"]) == 11
+
+
+def test_default_runs_cover_the_zoo_on_fashion_mnist_and_lenets_on_mnist():
+    from fashionbench.models import known_models
+
+    runs = load_params(REPO / "params.yaml")["runs"]
+    assert {c["model"] for c in runs.values() if c["dataset"] == "fashion_mnist"} == set(known_models())
+    assert {c["model"] for c in runs.values() if c["dataset"] == "mnist"} == {"lenet5_classic", "lenet5_modern"}
+
+
+def test_run_entry_overrides_top_level_defaults():
+    params = base_params()
+    params["lr"] = 0.5
+    params["runs"]["mlp_64-fashion_mnist"]["epochs"] = 7
+    cfg = validate(params)["runs"]["mlp_64-fashion_mnist"]
+    assert (cfg["lr"], cfg["epochs"], cfg["name"]) == (0.5, 7, "mlp_64-fashion_mnist")
+
+
+def test_seeds_default_to_the_single_seed():
+    params = base_params()
+    params["seed"] = 3
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["seeds"] == [3]
+
+
+def test_exponent_written_lr_is_read_as_a_number():
+    params = yaml.safe_load("lr: 1e-3")  # YAML 1.1 reads this as a string
+    merged = base_params() | params
+    assert validate(merged)["runs"]["mlp_64-fashion_mnist"]["lr"] == 0.001
+
+
+def error_for(change) -> str:
+    params = copy.deepcopy(base_params())
+    change(params, params["runs"]["mlp_64-fashion_mnist"])
+    with pytest.raises(ConfigError) as info:
+        validate(params)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+BAD = {
+    "unknown top-level key": (lambda p, r: p.update(learning_rate=0.1), "learning_rate: unknown key"),
+    "unknown run key": (lambda p, r: r.update(lrr=0.1), "runs.mlp_64-fashion_mnist.lrr: unknown key"),
+    "unknown model": (lambda p, r: r.update(model="resnet"), "runs.mlp_64-fashion_mnist.model: unknown model 'resnet', expected one of: cnn_baseline"),
+    "unknown optimizer": (lambda p, r: r.update(optimizer="lion"), "runs.mlp_64-fashion_mnist.optimizer: expected one of sgd, rmsprop, adam, adamw"),
+    "unknown loss": (lambda p, r: p.update(loss="hinge"), "loss: expected one of cross_entropy"),
+    "unknown dataset": (lambda p, r: r.update(dataset="cifar10"), "runs.mlp_64-fashion_mnist.dataset: expected one of the datasets list"),
+    "unknown dataset in list": (lambda p, r: p.update(datasets=["cifar10"]), "datasets[0]: expected one of fashion_mnist, mnist"),
+    "wrong type": (lambda p, r: r.update(epochs="ten"), "runs.mlp_64-fashion_mnist.epochs: expected an integer, got 'ten'"),
+    "bool is not an integer": (lambda p, r: p.update(batch_size=True), "batch_size: expected an integer"),
+    "lr zero": (lambda p, r: r.update(lr=0), "runs.mlp_64-fashion_mnist.lr: expected > 0"),
+    "lr negative": (lambda p, r: p.update(lr=-0.1), "lr: expected > 0"),
+    "epochs zero": (lambda p, r: r.update(epochs=0), "runs.mlp_64-fashion_mnist.epochs: expected >= 1"),
+    "dropout one": (lambda p, r: r.update(dropout=1.0), "runs.mlp_64-fashion_mnist.dropout: expected < 1"),
+    "dropout negative": (lambda p, r: r.update(dropout=-0.1), "runs.mlp_64-fashion_mnist.dropout: expected >= 0"),
+    "option the model lacks": (lambda p, r: r.update(model="lenet5_modern", depth=3), "runs.mlp_64-fashion_mnist.depth: model lenet5_modern has no 'depth' option"),
+    "missing model": (lambda p, r: r.pop("model"), "runs.mlp_64-fashion_mnist.model: missing"),
+    "missing default": (lambda p, r: p.pop("epochs"), "epochs: missing top-level default"),
+    "bad seeds": (lambda p, r: r.update(seeds=[0, 0]), "runs.mlp_64-fashion_mnist.seeds: expected distinct seeds"),
+    "bad device": (lambda p, r: p.update(device="gpu"), "device: expected auto, cpu, cuda"),
+    "bad val_fraction": (lambda p, r: p["preprocess"].update(val_fraction=1.5), "preprocess.val_fraction: expected < 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_params_give_one_line_naming_the_key(case):
+    change, expected = BAD[case]
+    assert expected in error_for(change)
+
+
+def test_invalid_yaml_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("lr: 0.1\nruns: [\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML at line"):
+        load_params(path)
+
+
+def test_max_epochs_caps_every_run():
+    params = base_params()
+    params["max_epochs"] = 2
+    params["runs"]["mlp_64-fashion_mnist"]["epochs"] = 40
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["epochs"] == 2

@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from fashionbench.models import build_model, known_models, model_options, parameter_count
+
+
+def linear(i, o):
+    return i * o + o
+
+
+def conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+# Parameter counts worked out by hand from DESIGN.md's architectures.
+EXPECTED_PARAMETERS = {
+    "mlp_512": linear(784, 512) + linear(512, 512) + linear(512, 10),                  # 669,706
+    "mlp_64": linear(784, 64) + linear(64, 10),                                        # 50,890
+    "fcn_400": linear(784, 400) + linear(400, 400) + linear(400, 10),                  # 478,410
+    "cnn_small": conv(1, 16, 5) + conv(16, 32, 7) + linear(32 * 3 * 3, 10),            # 28,426
+    # patch 7 -> 16 tokens of 49 pixels, dim 64; token MLP 16-64-16; channel MLP 64-128-64
+    "patch_mlp": linear(49, 64) + linear(16, 64) + linear(64, 16) + linear(64, 128) + linear(128, 64) + linear(64, 10),
+    "lenet5_classic": conv(1, 6, 5) + conv(6, 16, 5) + linear(400, 120) + linear(120, 84) + linear(84, 10),  # 61,706
+    "lenet5_modern": conv(1, 6, 5) + conv(6, 16, 5) + linear(400, 120) + linear(120, 84) + linear(84, 10),
+    "cnn_baseline": conv(1, 32, 3) + conv(32, 64, 3) + linear(2304, 600) + linear(600, 120) + linear(120, 10),  # 1,475,146
+    "cnn_dropout": conv(1, 32, 3) + conv(32, 64, 3) + linear(2304, 600) + linear(600, 120) + linear(120, 10),
+}
+
+
+def test_every_zoo_model_has_a_hand_computed_count():
+    assert sorted(EXPECTED_PARAMETERS) == known_models()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
+def test_zoo_model_parameter_count_matches_the_spec(name):
+    assert parameter_count(build_model(name)) == EXPECTED_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
+def test_zoo_model_maps_a_batch_of_images_to_ten_logits(name):
+    assert build_model(name)(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_unknown_model_error_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'resnet'.*cnn_small.*mlp_512"):
+        build_model("resnet")
+
+
+def test_mlp_depth_and_width_change_the_layers():
+    model = build_model("fcn_400", depth=3, width=100)
+    assert parameter_count(model) == linear(784, 100) + 2 * linear(100, 100) + linear(100, 10)
+
+
+@pytest.mark.parametrize("activation, layer", [("relu", torch.nn.ReLU), ("sigmoid", torch.nn.Sigmoid),
+                                               ("tanh", torch.nn.Tanh), ("leaky_relu", torch.nn.LeakyReLU)])
+def test_mlp_activation_is_used_in_every_hidden_layer(activation, layer):
+    model = build_model("mlp_512", activation=activation)
+    assert sum(isinstance(m, layer) for m in model.modules()) == 2
+
+
+def test_mlp_dropout_adds_a_dropout_after_each_hidden_layer():
+    model = build_model("mlp_512", dropout=0.4)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 2 and all(d.p == 0.4 for d in drops)
+
+
+def test_cnn_dropout_drops_on_the_two_hidden_fc_layers_only():
+    drops = [m.p for m in build_model("cnn_dropout").modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.5, 0.5]
+
+
+def test_model_options_name_what_each_model_accepts():
+    assert model_options("mlp_64") == ["depth", "width", "activation", "dropout"]
+    assert model_options("cnn_baseline") == ["dropout"]
+    assert model_options("lenet5_modern") == []
+
+
+@pytest.mark.parametrize("init", ["normal", "xavier_uniform", "kaiming"])
+def test_init_scheme_replaces_default_weights_and_zeroes_biases(init):
+    torch.manual_seed(0)
+    default = build_model("mlp_64")
+    torch.manual_seed(0)
+    model = build_model("mlp_64", init=init)
+    first = model[1]
+    assert not torch.equal(first.weight, default[1].weight)
+    assert torch.count_nonzero(first.bias) == 0
+
+
+def test_normal_init_has_small_standard_deviation():
+    torch.manual_seed(0)
+    weight = build_model("fcn_400", init="normal")[1].weight
+    assert abs(weight.std().item() - 0.01) < 0.001

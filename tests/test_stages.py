@@ -1,0 +1,120 @@
+"""The stage entry points, run in-process in a scratch workspace (no DVC, no MLflow)."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import REPO
+from fashionbench import download, evaluate, preprocess, report, train
+from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, history_path,
+                                  metrics_path, read_json, train_summary_path)
+
+
+@pytest.fixture
+def workspace(fake_mirror, tmp_path, monkeypatch):
+    """A scratch repo root: params.yaml with two tiny runs, data downloaded and prepared."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(epochs=1, batch_size=32)
+    params["runs"] = {
+        "mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"},
+        "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist", "seeds": [0, 1]},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for dataset in params["datasets"]:
+        assert download.main([dataset]) == 0
+        assert preprocess.main([dataset]) == 0
+    return root
+
+
+def set_run(root, name, **entry):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["runs"][name].update(entry)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_preprocess_splits_train_into_train_and_validation(workspace):
+    data = preprocess.load_prepared("fashion_mnist")
+    assert len(data["train_labels"]) + len(data["val_labels"]) == 200
+    assert len(data["val_labels"]) == 20  # val_fraction 0.1
+    assert data["train_images"].dtype.is_floating_point is False and data["train_images"].shape[1:] == (28, 28)
+
+
+def test_preprocess_smoke_size_keeps_the_first_images(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["preprocess"].update(max_train=50, max_test=30)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert preprocess.main(["mnist"]) == 0
+    data = preprocess.load_prepared("mnist")
+    assert len(data["train_labels"]) + len(data["val_labels"]) == 50 and len(data["test_labels"]) == 30
+
+
+def test_train_then_evaluate_writes_every_output(workspace):
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0
+    assert checkpoint_path(run, 0).is_file() and history_path(run).is_file()
+    assert evaluate.main([run]) == 0
+    metrics = read_json(metrics_path(run))
+    assert metrics["status"] == "completed" and 0 <= metrics["test_accuracy"] <= 1
+    assert len(metrics["per_class_accuracy"]) == 10
+    details = read_json(evaluation_path(run))
+    matrix = details["confusion_matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == 100
+    assert len(details["misclassified_ids"]) == 100 - sum(matrix[i][i] for i in range(10))
+    assert confusion_path(run).read_text().startswith("actual,predicted")
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        assert (figures_dir(run) / name).stat().st_size > 1000
+
+
+def test_repeated_seeds_give_mean_std_and_per_seed_values(workspace):
+    run = "lenet5_modern-mnist"
+    assert train.main([run, "--no-mlflow"]) == 0
+    assert evaluate.main([run]) == 0
+    metrics = read_json(metrics_path(run))
+    assert metrics["seeds"] == 2 and len(metrics["test_accuracy_per_seed"]) == 2
+    a, b = metrics["test_accuracy_per_seed"]
+    assert metrics["test_accuracy"] == pytest.approx((a + b) / 2)
+    assert metrics["test_accuracy_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
+
+
+def test_forced_divergence_ends_with_status_diverged_and_valid_metrics(workspace):
+    run = "mlp_64-fashion_mnist"
+    set_run(workspace, run, optimizer="sgd", lr=1e12, epochs=5)
+    assert train.main([run, "--no-mlflow"]) == 0
+    assert evaluate.main([run]) == 0
+    metrics = json.loads(metrics_path(run).read_text())  # strict JSON: no NaN
+    assert metrics["status"] == "diverged" and 1 <= metrics["diverged_epoch"] < 5
+    assert 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_bad_params_fail_before_training_with_one_line(workspace, capsys):
+    run = "mlp_64-fashion_mnist"
+    set_run(workspace, run, lr=-1)
+    assert train.main([run, "--no-mlflow"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: runs.mlp_64-fashion_mnist.lr: expected > 0, got -1.0"
+    assert not train_summary_path(run).exists()
+
+
+def test_unknown_run_is_named(workspace, capsys):
+    assert train.main(["nope", "--no-mlflow"]) == 1
+    assert "runs.nope: no such run" in capsys.readouterr().err
+
+
+def test_evaluate_before_train_says_what_to_run(workspace, capsys):
+    assert evaluate.main(["mlp_64-fashion_mnist"]) == 1
+    assert "dvc repro train@mlp_64-fashion_mnist" in capsys.readouterr().err
+
+
+def test_report_puts_the_seed_number_beside_ours(workspace):
+    for run in ("mlp_64-fashion_mnist", "lenet5_modern-mnist"):
+        assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
+    assert report.main([]) == 0
+    text = (workspace / "plots" / "report.md").read_text()
+    ours = 100 * read_json(metrics_path("mlp_64-fashion_mnist"))["test_accuracy"]
+    row = next(line for line in text.splitlines() if line.startswith("| mlp_64-fashion_mnist"))
+    assert "| 000 |" in row and "| 87.10 |" in row and f"{ours:.2f}" in row and f"{ours - 87.1:+.2f}" in row
+    assert (workspace / "plots" / "comparison.png").stat().st_size > 1000

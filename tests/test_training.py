@@ -1,0 +1,89 @@
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import base_params
+from fashionbench.config import validate
+from fashionbench.models import build_model
+from fashionbench.training import compute_loss, make_optimizer, to_input, train_seed, train_step
+
+
+def config(**overrides) -> dict:
+    params = base_params()
+    params["runs"]["mlp_64-fashion_mnist"].update(overrides)
+    return validate(params)["runs"]["mlp_64-fashion_mnist"]
+
+
+@pytest.mark.parametrize("optimizer, lr, momentum", [("sgd", 0.1, 0.9), ("rmsprop", 0.001, 0.0),
+                                                     ("adam", 0.001, 0.0), ("adamw", 0.001, 0.0)])
+def test_a_few_optimizer_steps_lower_the_loss(tiny_data, optimizer, lr, momentum):
+    cfg = config(optimizer=optimizer, lr=lr, momentum=momentum)
+    torch.manual_seed(0)
+    model = build_model("mlp_64")
+    opt = make_optimizer(cfg, model.parameters())
+    x, y = to_input(tiny_data["train_images"][:64]), tiny_data["train_labels"][:64]
+    before = compute_loss(cfg["loss"], model(x), y).item()
+    for _ in range(10):
+        train_step(model, opt, x, y, cfg)
+    assert compute_loss(cfg["loss"], model(x), y).item() < before
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll", "mse", "bce"])
+def test_every_loss_can_be_minimised(tiny_data, loss):
+    cfg = config(loss=loss, lr=0.01)
+    torch.manual_seed(0)
+    model = build_model("mlp_64")
+    opt = make_optimizer(cfg, model.parameters())
+    x, y = to_input(tiny_data["train_images"][:64]), tiny_data["train_labels"][:64]
+    before = compute_loss(loss, model(x), y).item()
+    for _ in range(10):
+        train_step(model, opt, x, y, cfg)
+    assert compute_loss(loss, model(x), y).item() < before
+
+
+def test_nll_equals_cross_entropy_on_the_same_logits():
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.allclose(compute_loss("nll", logits, labels), compute_loss("cross_entropy", logits, labels))
+
+
+def test_l1_penalty_shrinks_weights(tiny_data):
+    def weight_norm(l1):
+        result = train_seed(config(l1=l1, epochs=2), tiny_data, 0, torch.device("cpu"), progress=False)
+        return sum(p.abs().sum().item() for n, p in result["model"].named_parameters() if n.endswith("weight"))
+
+    assert weight_norm(0.01) < weight_norm(0.0)
+
+
+def test_training_records_every_epoch_curve(tiny_data):
+    result = train_seed(config(epochs=3), tiny_data, 0, torch.device("cpu"), progress=False)
+    assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
+    assert set(result["history"][0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy"}
+    assert result["status"] == "completed"
+    assert result["history"][-1]["train_accuracy"] > 0.5  # the fake classes are easy
+
+
+def test_same_seed_on_the_cpu_gives_identical_results(tiny_data):
+    cfg = config(epochs=2, dropout=0.2)
+    first = train_seed(cfg, tiny_data, 7, torch.device("cpu"), progress=False)
+    second = train_seed(cfg, tiny_data, 7, torch.device("cpu"), progress=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(first["history"]) == strip(second["history"])
+    for a, b in zip(first["model"].parameters(), second["model"].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_different_seed_gives_different_weights(tiny_data):
+    cfg = config(epochs=1)
+    a = train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)["model"]
+    b = train_seed(cfg, tiny_data, 1, torch.device("cpu"), progress=False)["model"]
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+def test_a_diverging_run_stops_early_with_status_diverged(tiny_data):
+    cfg = config(optimizer="sgd", lr=1e12, epochs=5)
+    result = train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)
+    assert result["status"] == "diverged"
+    assert result["diverged_epoch"] == len(result["history"]) < 5
+    assert not math.isfinite(result["history"][-1]["train_loss"])
