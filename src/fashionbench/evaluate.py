@@ -132,8 +132,8 @@ def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
     tracker.log_metrics(scalars, step=m["epochs_run"])
     for path in figure_paths:
         tracker.log_artifact(path, "figures")
-    for path in (metrics_path(cfg["name"]), evaluation_path(cfg["name"])):
-        tracker.log_artifact(path, "evaluation")
+    tracker.log_artifact(metrics_path(cfg["name"]), "metrics")
+    tracker.log_artifact(evaluation_path(cfg["name"]), "evaluation")
     tracker.end()
 
 
@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     figure_paths = write_outputs(cfg, result)
-    log_to_mlflow(cfg, result, figure_paths)
+    from fashionbench.tracking import TrackingError
+
+    try:
+        log_to_mlflow(cfg, result, figure_paths)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     m = result["metrics"]
     print(f"{cfg['name']}: test accuracy {100 * m['test_accuracy']:.2f}% "
           f"(± {100 * m['test_accuracy_std']:.2f}, {m['seeds']} seed(s)), loss {m['test_loss']:.4f}, {m['status']}")

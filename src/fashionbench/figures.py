@@ -91,3 +91,47 @@ def comparison_chart(rows: list[dict], dest: Path) -> None:
     axes[1].set_xscale("log")
     fig.suptitle("fashionbench: all runs")
     save(fig, dest)
+
+
+def heatmap(table: list[list[float | None]], rows: list[str], columns: list[str], title: str, dest: Path) -> None:
+    """Mean test accuracy (%) per cell, annotated; None = no result."""
+    data = np.array([[np.nan if v is None else v for v in row] for row in table], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 * len(columns) + 2, 0.9 * len(rows) + 1.5))
+    ax.imshow(data, cmap="viridis", vmin=0, vmax=100)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            text = "n/a" if np.isnan(data[i, j]) else f"{data[i, j]:.1f}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if data[i, j] < 60 else "black")
+    ax.set_title(title)
+    save(fig, dest)
+
+
+def bars_with_errors(labels: list[str], means: list[float], stds: list[float], title: str, dest: Path,
+                     ylabel: str = "test accuracy (%)") -> None:
+    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 2, 3.8))
+    ax.bar(labels, means, yerr=stds, capsize=6, color="tab:blue", alpha=0.8)
+    finite = [m for m in means if m == m]
+    if finite:
+        ax.set_ylim(max(0, min(finite) - 10), 100)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    save(fig, dest)
+
+
+def lines(x: list, series: dict[str, list[float | None]], xlabel: str, title: str, dest: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, ys in series.items():
+        ax.plot(x, [np.nan if y is None else y for y in ys], marker="o", label=label)
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, dest)
+
+
+def confusion_pair(matrices: list[np.ndarray], titles: list[str], class_names: list[str], dest: Path) -> None:
+    fig, axes = plt.subplots(1, len(matrices), figsize=(7 * len(matrices), 6))
+    for ax, matrix, title in zip(np.atleast_1d(axes), matrices, titles):
+        confusion_figure(matrix, class_names, title, dest, ax=ax)
+    save(fig, dest)

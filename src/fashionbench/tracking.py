@@ -2,8 +2,9 @@
 
 Default store: `sqlite:///<repo>/mlflow.db` with artifacts in `<repo>/mlartifacts`, both
 absolute. Queued DVC experiments run in temporary copies under `<repo>/.dvc/tmp/exps/`;
-the store is resolved to the real repository above them, so nothing is logged into a
-copy that DVC throws away. `MLFLOW_TRACKING_URI` overrides (e.g. a shared server).
+the store is resolved to the real repository above them (see `repo_root`), so nothing is
+logged into a copy that DVC throws away. `MLFLOW_TRACKING_URI` overrides (e.g. a shared
+server); a relative SQLite path in it is taken relative to the repository, not the copy.
 
 mlflow is imported inside functions: it takes seconds to import, and stages that do not
 log (download, preprocess) or a `dvc repro` with nothing to do should not pay for it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import math
 import os
 import subprocess
@@ -23,7 +25,7 @@ from pathlib import Path
 EXPERIMENT = "fashionbench"
 DB_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
-_EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+_EXPS_PARTS = (".dvc", "tmp", "exps")
 
 
 class TrackingError(Exception):
@@ -31,19 +33,57 @@ class TrackingError(Exception):
 
 
 def repo_root(cwd: Path | None = None) -> Path:
-    """The repository whose store we log to: the cwd, or the real repo above a DVC temp copy."""
-    here = str((cwd or Path.cwd()).resolve()) + os.sep
-    if _EXPS_MARKER in here:
-        return Path(here.split(_EXPS_MARKER)[0])
-    return Path(here.rstrip(os.sep))
+    """The repository whose store we log to: the real repository, never a DVC temp copy.
+
+    Checked against DVC 3.67 (dvc/repo/experiments/executor/local.py, queue/base.py,
+    stage/run.py) and by experiment: `dvc repro` and `dvc exp run` run a stage in the
+    stage's wdir inside the workspace; `dvc exp run --queue` + `dvc queue start` (and
+    `--temp`) run it in a copy `<repo>/.dvc/tmp/exps/tmpXXXXXXXX` (`.../exps/standalone/...`
+    for --temp), whose `git rev-parse HEAD` is the baseline commit. DVC exports DVC_ROOT to
+    every stage: the repository root, and for queued/temp experiments explicitly the
+    *parent* repository's root, not the copy's. So DVC_ROOT comes first, but only when the
+    cwd lies inside it (a DVC_ROOT inherited from an unrelated outer pipeline, e.g. a stage
+    that runs these tests, is ignored: DVC keeps an existing DVC_ROOT in a plain `repro`).
+    Then the path itself: the part above `/.dvc/tmp/exps/`. Then the cwd (stages outside DVC).
+    """
+    here = (cwd or Path.cwd()).resolve()
+    dvc_root = os.environ.get("DVC_ROOT")
+    if dvc_root:
+        root = Path(dvc_root).resolve()
+        if here == root or root in here.parents:
+            return root
+    parts = here.parts
+    for i in range(1, len(parts) - len(_EXPS_PARTS) + 1):
+        if parts[i:i + len(_EXPS_PARTS)] == _EXPS_PARTS:
+            return Path(*parts[:i])
+    return here
 
 
 def default_uri() -> str:
     return f"sqlite:///{repo_root() / DB_NAME}"
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative paths: relative to the repository)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path) if os.path.isabs(path) else repo_root() / path
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    """MLFLOW_TRACKING_URI, or the default store; relative local stores made absolute."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///"):]):
+        db = _sqlite_file(uri)
+        if db is not None:
+            query = uri.partition("?")[1] + uri.partition("?")[2]
+            return f"sqlite:///{db}{query}"
+    if "://" not in uri and not uri.startswith("file:") and uri != "databricks" and not os.path.isabs(uri):
+        return (repo_root() / uri).as_uri()  # a bare relative path: a file store in the repository
+    return uri
 
 
 def uses_default_store() -> bool:
@@ -51,27 +91,40 @@ def uses_default_store() -> bool:
     return tracking_uri() == default_uri()
 
 
+_lock_depth = 0
+
+
 @contextlib.contextmanager
 def store_lock():
-    """Serialize writers of the default SQLite store across processes.
+    """Serialize writers of a SQLite store (the default one included) across processes.
 
     SQLite takes one writer at a time. MLflow's SQLAlchemy store turns a busy database
     into "database is locked" errors after a short timeout, and two processes that
-    create the schema or the experiment at the same moment race each other. Parallel
-    queued experiments (`dvc queue start -j 2`) do exactly that, so each short group of
-    logging calls holds an exclusive lock on `<repo>/mlflow.db.lock`. A call takes
-    milliseconds; with one worker the lock is free and costs nothing. A server
-    (MLFLOW_TRACKING_URI=http://...) serializes by itself, so no lock is taken there.
+    create the schema or the experiment at the same moment race each other (MlflowClient()
+    itself creates the tables on first use). Parallel queued experiments
+    (`dvc queue start -j 2`) do exactly that, so every group of calls that touches the
+    store holds an exclusive flock on `<db>.lock` (`<repo>/mlflow.db.lock` by default).
+    A call takes milliseconds; with one worker the lock is free and costs nothing.
+    Re-entrant within a process. A server (MLFLOW_TRACKING_URI=http://...) serializes by
+    itself, so no lock is taken there.
     """
-    if not uses_default_store():
-        yield
-        return
-    lock_path = repo_root() / (DB_NAME + ".lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    global _lock_depth
+    db = _sqlite_file(tracking_uri())
+    if db is None or _lock_depth:
+        _lock_depth += 1
         try:
             yield
         finally:
+            _lock_depth -= 1
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -96,18 +149,42 @@ def _setup_mlflow():
     return mlflow
 
 
+def artifact_location() -> str | None:
+    """Where a new experiment keeps its artifacts.
+
+    A SQLite store: `mlartifacts/` beside the database file, as an absolute file URI (MLflow's
+    own default, `./mlruns`, would be relative to a temp copy's cwd). A server: None, so the
+    server decides (`mlflow server --artifacts-destination DIR` gives `mlflow-artifacts:/<id>`,
+    uploaded through the server).
+    """
+    db = _sqlite_file(tracking_uri())
+    return (db.parent / ARTIFACTS_NAME).as_uri() if db is not None else None
+
+
 def experiment_id() -> str:
-    """The `fashionbench` experiment, created with an absolute artifact location if new."""
+    """The `fashionbench` experiment, created (or restored if deleted) on first use."""
     mlflow = _setup_mlflow()
+    from mlflow.exceptions import MlflowException
+
     with store_lock():
-        exp = mlflow.get_experiment_by_name(EXPERIMENT)
-        if exp is not None:
-            return exp.experiment_id
-        location = (repo_root() / ARTIFACTS_NAME).as_uri() if uses_default_store() else None
-        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            try:
+                return client.create_experiment(EXPERIMENT, artifact_location=artifact_location())
+            except MlflowException:
+                # Another process created it first (a server does not take our lock).
+                exp = client.get_experiment_by_name(EXPERIMENT)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
+    """HEAD of the cwd's repository: in a queued experiment's temp copy, the baseline commit."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"
@@ -137,7 +214,8 @@ class RunTracker:
 
     def __init__(self, run_id: str, cfg: dict | None = None):
         self.mlflow = _setup_mlflow()
-        self.client = self.mlflow.MlflowClient()
+        with store_lock():  # the first MlflowClient of a process opens (and may create) the store
+            self.client = self.mlflow.MlflowClient()
         self.run_id = run_id
         self.cfg = cfg
 
@@ -147,8 +225,8 @@ class RunTracker:
         tags = run_tags(cfg)
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        client = _setup_mlflow().MlflowClient()
         with store_lock():
+            client = _setup_mlflow().MlflowClient()
             run = client.create_run(exp, run_name=run_name or cfg["name"], tags=tags)
         tracker = cls(run.info.run_id, cfg)
         tracker.log_params(mlflow_params(cfg))
@@ -156,6 +234,7 @@ class RunTracker:
 
     @classmethod
     def resume(cls, run_id: str) -> "RunTracker":
+        check_reachable()  # evaluate: fail in seconds, not after minutes of HTTP retries
         tracker = cls(run_id)
         with store_lock():
             tracker.client.update_run(run_id, status="RUNNING")

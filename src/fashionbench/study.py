@@ -1,0 +1,206 @@
+"""`fashionbench study <name>`: rerun one of the seeds' studies as queued DVC experiments.
+
+Each cell of a study's grid is one `dvc exp run --queue -n <study>-<cell> -S ...` that
+trains and evaluates only the study's runs; `dvc queue start` runs them; the metrics of
+every cell are then read from its experiment commit into studies/<name>.json, and the
+`report` stage turns that file into the study's table and figure in plots/report.md.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fashionbench.outputs import write_json
+
+STUDIES_DIR = Path("studies")
+
+
+@dataclass(frozen=True)
+class Study:
+    seed: str                      # which write-up (000..004)
+    title: str
+    runs: tuple[str, ...]          # params.yaml runs the study trains
+    grid: dict = field(default_factory=dict)  # run key -> values, crossed
+    seeds: tuple[int, ...] = (0,)  # repeated seeds per cell (mean ± std)
+
+
+STUDIES = {
+    "optimizer_lr": Study("003", "Optimizer x learning rate, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
+                          {"optimizer": ["rmsprop", "adam", "sgd"], "lr": [0.1, 0.01, 0.001]}, (0, 1)),
+    "dropout": Study("003", "Dropout rate, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
+                     {"dropout": [0.0, 0.2, 0.4]}, (0, 1)),
+    "init": Study("003", "Initialisation, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
+                  {"init": ["default", "normal", "xavier_uniform"]}, (0, 1)),
+    "epochs": Study("000", "Epochs, wide vs narrow MLP (seed 000)", ("mlp_512-fashion_mnist", "mlp_64-fashion_mnist"),
+                    {"epochs": [5, 10, 20]}),
+    "optimizer_patch_mlp": Study("001", "SGD vs Adam and learning rate, patch_mlp (seed 001)", ("patch_mlp-fashion_mnist",),
+                                 {"optimizer": ["sgd", "adam"], "lr": [0.01, 0.001]}),
+    "regularised_cnn": Study("004", "Baseline vs regularised CNN (seed 004)",
+                             ("cnn_baseline-fashion_mnist", "cnn_dropout-fashion_mnist")),
+}
+
+
+class StudyError(Exception):
+    pass
+
+
+def parse_value(text: str):
+    """A grid value from the command line: int, float or string, as YAML would read it."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cells(grid: dict) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def cell_name(study: str, cell: dict) -> str:
+    """A git-ref-safe experiment name, e.g. optimizer_lr-optimizer_sgd-lr_0p1."""
+    parts = [f"{k}_{v}" for k, v in cell.items()] or ["defaults"]
+    return re.sub(r"[^A-Za-z0-9_-]", "", f"{study}-" + "-".join(parts).replace(".", "p"))
+
+
+def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
+    """`-S` values for one cell: `++` adds the key to a run's entry or replaces it."""
+    sets = []
+    for run in runs:
+        sets += [f"++runs.{run}.{k}={v}" for k, v in cell.items()]
+        sets.append(f"++runs.{run}.seeds=[{','.join(str(s) for s in seeds)}]")
+    return sets + list(extra)
+
+
+def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()
+        raise StudyError(f"dvc {' '.join(args[:3])} ... failed: {tail[-1] if tail else result.returncode}")
+    return result
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def queue_study(name: str, study: Study, grid: dict, seeds, extra: list[str]) -> list[tuple[str, dict]]:
+    targets = [f"{stage}@{run}" for run in study.runs for stage in ("train", "evaluate")]
+    queued = []
+    for cell in cells(grid):
+        exp = cell_name(name, cell)
+        dvc("exp", "remove", exp, check=False)  # a rerun on the same baseline replaces its cells
+        dvc("exp", "run", "--queue", "-n", exp, *sum((["-S", s] for s in overrides(study.runs, cell, seeds, extra)), []),
+            *targets)
+        queued.append((exp, cell))
+        print(f"queued {exp}", flush=True)
+    return queued
+
+
+def wait_for_queue(poll_seconds: float = 5.0) -> None:
+    while True:
+        status = dvc("queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        time.sleep(poll_seconds)
+
+
+def experiment_refs() -> dict[str, str]:
+    """Experiment name -> ref, for experiments of the current HEAD."""
+    head = git("rev-parse", "HEAD").strip()
+    prefix = f"refs/exps/{head[:2]}/{head[2:]}/"
+    refs = git("for-each-ref", "--format=%(refname)", prefix).split()
+    return {ref[len(prefix):]: ref for ref in refs}
+
+
+def read_at(ref: str, path: str):
+    try:
+        return json.loads(git("show", f"{ref}:{path}"))
+    except subprocess.CalledProcessError:
+        return None
+
+
+def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: float) -> dict:
+    refs = experiment_refs()
+    results = []
+    for exp, cell in queued:
+        ref = refs.get(exp)
+        row = {"experiment": exp, "params": cell, "runs": {}}
+        for run in study.runs:
+            metrics = read_at(ref, f"metrics/{run}.json") if ref else None
+            details = read_at(ref, f"plots/eval/{run}.json") if ref else None
+            row["runs"][run] = {"metrics": metrics, "confusion_matrix": (details or {}).get("confusion_matrix"),
+                                "class_names": (details or {}).get("class_names")}
+        results.append(row)
+    return {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
+            "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
+
+
+def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: int = 1,
+              extra: list[str] | None = None) -> dict:
+    if name not in STUDIES:
+        raise StudyError(f"unknown study {name!r}, expected one of: {', '.join(STUDIES)}")
+    study = STUDIES[name]
+    grid = dict(study.grid)
+    for key, values in (grid_overrides or {}).items():
+        if key not in grid:
+            raise StudyError(f"--grid {key}: study {name} varies {', '.join(grid) or 'nothing'}")
+        grid[key] = values
+    seeds = list(seeds or study.seeds)
+    start = time.perf_counter()
+    queued = queue_study(name, study, grid, seeds, extra or [])
+    dvc("queue", "start", "--jobs", str(jobs))
+    wait_for_queue()
+    result = collect(name, study, grid, queued, seeds, time.perf_counter() - start)
+    failed = [c["experiment"] for c in result["cells"] if any(r["metrics"] is None for r in c["runs"].values())]
+    write_json(STUDIES_DIR / f"{name}.json", result)
+    if failed:
+        raise StudyError(f"{len(failed)} experiment(s) failed: {', '.join(failed)} (see `dvc queue logs <name>`); "
+                         f"the others are in {STUDIES_DIR / (name + '.json')}")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fashionbench study", description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(STUDIES)}")
+    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="replace one axis of the grid, e.g. --grid lr=0.1,0.01")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds per cell (default: the study's)")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="parallel queue workers (default 1)")
+    parser.add_argument("-S", "--set-param", action="append", default=[], dest="extra",
+                        help="extra `dvc exp run -S` for every cell, e.g. -S max_epochs=1")
+    args = parser.parse_args(argv)
+    if args.list or not args.name:
+        for key, study in STUDIES.items():
+            axes = " x ".join(f"{k} {v}" for k, v in study.grid.items()) or "defaults"
+            print(f"{key:22s} seed {study.seed}: {', '.join(study.runs)}; {axes}; seeds {list(study.seeds)}")
+        return 0
+    grid = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        if not values:
+            print(f"error: --grid {item}: expected KEY=V1,V2", file=sys.stderr)
+            return 2
+        grid[key] = [parse_value(v) for v in values.split(",")]
+    try:
+        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    dvc("repro", "--single-item", "report", check=False)
+    from fashionbench.report import study_markdown
+
+    print(study_markdown(result))
+    print(f"{STUDIES_DIR / (args.name + '.json')} written; the table and figure are in plots/report.md")
+    return 0

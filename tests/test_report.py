@@ -1,0 +1,69 @@
+"""The report builder on fixture metrics: seed tables, verdicts, study layouts."""
+import pytest
+
+from fashionbench.reference import verdict
+from fashionbench.report import study_figure, study_markdown
+
+
+def fixture_optimizer_lr() -> dict:
+    """Known numbers: 2 seeds per cell; Adam at 0.1 diverged."""
+    cells = []
+    for optimizer in ("rmsprop", "adam", "sgd"):
+        for lr in (0.1, 0.01, 0.001):
+            acc = {"rmsprop": 0.80, "adam": 0.88, "sgd": 0.85}[optimizer] - lr
+            diverged = optimizer == "adam" and lr == 0.1
+            metrics = {"test_accuracy": 0.1 if diverged else acc, "test_accuracy_std": 0.01, "seeds": 2,
+                       "status": "diverged" if diverged else "completed", "diverged_epoch": 3 if diverged else None}
+            cells.append({"experiment": f"x-{optimizer}-{lr}", "params": {"optimizer": optimizer, "lr": lr},
+                          "runs": {"fcn_400-fashion_mnist": {"metrics": metrics}}})
+    return {"study": "optimizer_lr", "seed": "003", "title": "Optimizer x learning rate",
+            "runs": ["fcn_400-fashion_mnist"], "grid": {"optimizer": ["rmsprop", "adam", "sgd"], "lr": [0.1, 0.01, 0.001]},
+            "seeds": [0, 1], "wall_seconds": 1.0, "cells": cells}
+
+
+def table_after(text: str, heading: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = lines.index(heading) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_seed003_table_has_the_seeds_layout_lr_rows_and_optimizer_columns():
+    rows = table_after(study_markdown(fixture_optimizer_lr()), "Ours:")
+    assert rows[0] == ["lr", "RMSProp", "Adam", "SGD"]
+    assert [r[0] for r in rows[2:]] == ["0.1", "0.01", "0.001"]
+
+
+def test_seed003_table_cells_are_mean_and_std_in_percent():
+    rows = table_after(study_markdown(fixture_optimizer_lr()), "Ours:")
+    by_lr = {r[0]: r[1:] for r in rows[2:]}
+    assert by_lr["0.01"] == ["79.0 ± 1.0", "87.0 ± 1.0", "84.0 ± 1.0"]
+    assert by_lr["0.1"][1] == "10.0 ± 1.0 (diverged)"
+
+
+def test_seed003_table_sets_the_seeds_numbers_beside_ours():
+    text = study_markdown(fixture_optimizer_lr())
+    seed = {r[0]: r[1:] for r in table_after(text, "Seed 003:")[2:]}
+    assert seed["0.1"] == ["21.5 ± 2.5", "9.8 ± 2.3", "88.9 ± 2.5"]
+    diffs = {r[0]: r[1:] for r in table_after(text, "Ours minus the seed's:")[2:]}
+    assert diffs["0.001"][1] == "-1.7: reproduced (within the seed's ±)"  # 87.9 vs 89.6 ± 2.0
+
+
+def test_seed003_heatmap_is_written(tmp_path):
+    study_figure(fixture_optimizer_lr(), tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("ours, seed, pm, std, expected", [
+    (88.0, 87.2, 2.1, 0.0, "reproduced (within the seed's ±)"),
+    (87.5, 87.0, None, 0.0, "reproduced (within 1 point)"),
+    (80.0, 87.0, None, 0.0, "lower than the seed"),
+    (95.0, 87.0, 2.0, 1.0, "higher than the seed"),
+    (None, 87.0, None, 0.0, "no result"),
+])
+def test_verdict(ours, seed, pm, std, expected):
+    assert verdict(ours, seed, pm, std) == expected
