@@ -113,9 +113,9 @@ def wait_for_queue(poll_seconds: float = 5.0) -> None:
         time.sleep(poll_seconds)
 
 
-def experiment_refs() -> dict[str, str]:
-    """Experiment name -> ref, for experiments of the current HEAD."""
-    head = git("rev-parse", "HEAD").strip()
+def experiment_refs(baseline: str) -> dict[str, str]:
+    """Experiment name -> ref, for experiments of the baseline commit they were queued on."""
+    head = git("rev-parse", baseline).strip()
     prefix = f"refs/exps/{head[:2]}/{head[2:]}/"
     refs = git("for-each-ref", "--format=%(refname)", prefix).split()
     return {ref[len(prefix):]: ref for ref in refs}
@@ -128,8 +128,8 @@ def read_at(ref: str, path: str):
         return None
 
 
-def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: float) -> dict:
-    refs = experiment_refs()
+def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: float, baseline: str) -> dict:
+    refs = experiment_refs(baseline)
     results = []
     for exp, cell in queued:
         ref = refs.get(exp)
@@ -141,11 +141,13 @@ def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: fl
                                 "class_names": (details or {}).get("class_names")}
         results.append(row)
     return {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
-            "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
+            "baseline": git("rev-parse", baseline).strip(), "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
 
 
 def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: int = 1,
-              extra: list[str] | None = None) -> dict:
+              extra: list[str] | None = None, collect_from: str | None = None) -> dict:
+    """Queue, run and collect a study; with `collect_from` (a baseline commit) only collect
+    the results of experiments already run on that commit (e.g. after a commit moved HEAD)."""
     if name not in STUDIES:
         raise StudyError(f"unknown study {name!r}, expected one of: {', '.join(STUDIES)}")
     study = STUDIES[name]
@@ -156,10 +158,18 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         grid[key] = values
     seeds = list(seeds or study.seeds)
     start = time.perf_counter()
-    queued = queue_study(name, study, grid, seeds, extra or [])
-    dvc("queue", "start", "--jobs", str(jobs))
-    wait_for_queue()
-    result = collect(name, study, grid, queued, seeds, time.perf_counter() - start)
+    if collect_from:
+        baseline, queued = collect_from, [(cell_name(name, cell), cell) for cell in cells(grid)]
+        previous = STUDIES_DIR / f"{name}.json"
+        wall = json.loads(previous.read_text()).get("wall_seconds", 0.0) if previous.is_file() else 0.0
+    else:
+        # Experiments hang under the commit they were queued on: remember it, HEAD may move.
+        baseline = git("rev-parse", "HEAD").strip()
+        queued = queue_study(name, study, grid, seeds, extra or [])
+        dvc("queue", "start", "--jobs", str(jobs))
+        wait_for_queue()
+        wall = time.perf_counter() - start
+    result = collect(name, study, grid, queued, seeds, wall, baseline)
     failed = [c["experiment"] for c in result["cells"] if any(r["metrics"] is None for r in c["runs"].values())]
     write_json(STUDIES_DIR / f"{name}.json", result)
     if failed:
@@ -178,6 +188,8 @@ def main(argv: list[str]) -> int:
                         help="replace one axis of the grid, e.g. --grid lr=0.1,0.01")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds per cell (default: the study's)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="parallel queue workers (default 1)")
+    parser.add_argument("--collect", metavar="REV", dest="collect_from",
+                        help="do not run: collect the study's finished experiments queued on commit REV")
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="extra",
                         help="extra `dvc exp run -S` for every cell, e.g. -S max_epochs=1")
     args = parser.parse_args(argv)
@@ -194,7 +206,7 @@ def main(argv: list[str]) -> int:
             return 2
         grid[key] = [parse_value(v) for v in values.split(",")]
     try:
-        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra)
+        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
