@@ -125,8 +125,10 @@ def cell_text(r: dict | None) -> str:
     return text + (" (diverged)" if r["status"] == "diverged" else "")
 
 
-def find_cell(result: dict, **params) -> dict | None:
-    return next((c for c in result["cells"] if all(c["params"].get(k) == v for k, v in params.items())), None)
+def result_at(result: dict, run: str, **params) -> dict | None:
+    """`run`'s result in the study cell with these params (None: no such cell or it failed)."""
+    cell = next((c for c in result["cells"] if all(c["params"].get(k) == v for k, v in params.items())), None)
+    return cell_result(cell, run) if cell else None
 
 
 def study_figure_path(name: str) -> Path:
@@ -152,7 +154,7 @@ def study_markdown(result: dict) -> str:
         seed = [header, rule]
         diffs = [header, rule]
         for lr in rows:
-            cells = [cell_result(find_cell(result, lr=lr, optimizer=o) or {"runs": {}}, run) for o in cols]
+            cells = [result_at(result, run, lr=lr, optimizer=o) for o in cols]
             ours.append(f"| {lr:g} | " + " | ".join(cell_text(c) for c in cells) + " |")
             refs = [SEED003_OPTIMIZER_LR.get((lr, o)) if name == "optimizer_lr"
                     else ((SEED_CELLS.get(name, {}).get((o, lr)), None)) for o in cols]
@@ -169,7 +171,7 @@ def study_markdown(result: dict) -> str:
         for e in epochs:
             row = []
             for r in result["runs"]:
-                c = cell_result(find_cell(result, epochs=e) or {"runs": {}}, r)
+                c = result_at(result, r, epochs=e)
                 ref = SEED_CELLS["epochs"].get((r, e))
                 row.append(cell_text(c) + (f" (seed {ref})" if ref is not None else ""))
             lines.append(f"| {e} | " + " | ".join(row) + " |")
@@ -189,7 +191,7 @@ def study_markdown(result: dict) -> str:
         key = next(iter(result["grid"]))
         lines += [f"| {key} | {run} |", "|---|---|"]
         for value in result["grid"][key]:
-            lines.append(f"| {value} | {cell_text(cell_result(find_cell(result, **{key: value}) or {'runs': {}}, run))} |")
+            lines.append(f"| {value} | {cell_text(result_at(result, run, **{key: value}))} |")
     if name in STUDY_CLAIMS:
         lines += ["", f"The seed's claim: {STUDY_CLAIMS[name]}."]
     lines += ["", f"![{name}](studies/{name}.png)", ""]
@@ -204,13 +206,13 @@ def study_figure(result: dict, dest: Path) -> None:
     name, run = result["study"], result["runs"][0]
     if "lr" in result["grid"] and "optimizer" in result["grid"]:
         rows, cols, _, _ = grid_2d(result)
-        table = [[(cell_result(find_cell(result, lr=lr, optimizer=o) or {"runs": {}}, run) or {}).get("mean")
+        table = [[(result_at(result, run, lr=lr, optimizer=o) or {}).get("mean")
                   for o in cols] for lr in rows]
         figures.heatmap(table, [f"lr {lr:g}" for lr in rows], [OPTIMIZER_LABELS.get(o, o) for o in cols],
                         result["title"], dest)
     elif name == "epochs":
         epochs = result["grid"]["epochs"]
-        series = {r: [(cell_result(find_cell(result, epochs=e) or {"runs": {}}, r) or {}).get("mean") for e in epochs]
+        series = {r: [(result_at(result, r, epochs=e) or {}).get("mean") for e in epochs]
                   for r in result["runs"]}
         figures.lines(epochs, series, "epochs", result["title"], dest)
     elif name == "regularised_cnn":
@@ -222,7 +224,7 @@ def study_figure(result: dict, dest: Path) -> None:
                                    parts[0][1]["class_names"], dest)
     else:
         key = next(iter(result["grid"]))
-        found = [cell_result(find_cell(result, **{key: v}) or {"runs": {}}, run) for v in result["grid"][key]]
+        found = [result_at(result, run, **{key: v}) for v in result["grid"][key]]
         figures.bars_with_errors([str(v) for v in result["grid"][key]],
                                  [f["mean"] if f else float("nan") for f in found],
                                  [f["std"] if f else 0.0 for f in found], result["title"], dest)

@@ -80,8 +80,14 @@ def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
     return sets + list(extra)
 
 
+def dvc_executable() -> str:
+    """The dvc installed beside this Python, so `.venv/bin/fashionbench` works without activating."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.is_file() else "dvc"
+
+
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    result = subprocess.run([dvc_executable(), *args], capture_output=True, text=True)
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()
         raise StudyError(f"dvc {' '.join(args[:3])} ... failed: {tail[-1] if tail else result.returncode}")
