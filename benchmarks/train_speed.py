@@ -6,12 +6,15 @@ For every zoo model, in this one process and one after the other, on the same da
       MNIST) dataset with `ToTensor()` on each PIL image, `DataLoader(batch_size, shuffle=True)`,
       `loss_fn(model(X), y)`, `backward()`, `step()`, `zero_grad()`, `torch.optim.Adam(lr=1e-3)`.
   (b) fashionbench's trainer (src/fashionbench/training.py): the split resident on the device
-      as uint8, `epoch_order`, one gather + `to_input` per batch, `train_step`, `make_optimizer`
-      with the same Adam lr 1e-3; on CUDA also its bf16 autocast and channels_last for CNNs.
+      as uint8, gathered once per epoch into its seeded order (`shuffled`), then `train_epoch`
+      (a slice + `to_input` per batch, `train_step`) with `make_optimizer`'s fused Adam lr 1e-3,
+      channels_last for CNNs, glibc told to keep freed memory (`keep_freed_memory`); on CUDA
+      also bf16 autocast for CNNs.
 
 Same initial weights (same seed), same batch size, same number of samples; a few warm-up
 batches first so one-time costs (allocations, optimizer state, kernel selection) are not
-timed. Prints images/second for each, the ratio b/a and the peak memory of each, and writes
+timed. Every (a) runs before every (b): `keep_freed_memory` changes the whole process's
+allocator for good, and the seeds' notebooks ran with glibc's defaults. Prints images/second for each, the ratio b/a and the peak memory of each, and writes
 a Markdown table (with the machine and the date) to --output.
 
     python benchmarks/train_speed.py                        # all models, ~1 minute on 2 CPU cores
@@ -50,8 +53,8 @@ from fashionbench.datasets import DataError
 from fashionbench.download import MIRROR_ENV, download
 from fashionbench.models import build_model, known_models, parameter_count
 from fashionbench.preprocess import prepare
-from fashionbench.training import (epoch_order, gpu_fast_paths, make_optimizer, resolve_device,
-                                   set_determinism, to_input, train_step)
+from fashionbench.training import (epoch_order, fast_paths, keep_freed_memory, make_optimizer, resolve_device,
+                                   set_determinism, shuffled, train_epoch)
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_CLASS = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
@@ -110,30 +113,33 @@ def quickstart_loop(model, dataset, batch_size, device):
 
 
 def fashionbench_loop(model, data, batch_size, device):
-    """(b) The inner loop of fashionbench.training.train_seed, epoch after epoch."""
-    amp, channels_last = gpu_fast_paths(model, device)
+    """(b) The epoch loop of fashionbench.training.train_seed, cut at `steps` batches."""
+    if device.type == "cpu":
+        keep_freed_memory()
+    amp, channels_last = fast_paths(model, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(CFG, model.parameters())
+    cfg = {**CFG, "batch_size": batch_size}
+    optimizer = make_optimizer(cfg, model.parameters())
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
     n, shuffle = len(train_y), torch.Generator().manual_seed(SEED)
-    batches = (order[i:i + batch_size] for _ in itertools.count()
-               for order in [epoch_order(n, shuffle, device)] for i in range(0, n, batch_size))
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    epoch = {"images": None, "labels": None, "done": n}  # the current epoch and how far it got
 
     def train(steps):
-        nonlocal loss_sum, correct
-        images = 0
+        todo = steps * batch_size
         model.train()
-        for _, idx in zip(range(steps), batches):
-            x = to_input(train_x[idx], channels_last)
-            batch_loss, batch_correct = train_step(model, optimizer, x, train_y[idx], CFG, amp)
-            loss_sum += batch_loss
-            correct += batch_correct
-            images += len(idx)
-        float(loss_sum)  # the trainer's one host sync per epoch
-        return images
+        while todo > 0:
+            if epoch["done"] == n:
+                epoch.update(zip(("images", "labels"), shuffled(train_x, train_y, epoch_order(n, shuffle, device))),
+                             done=0)
+            start = epoch["done"]
+            chunk = min(todo, n - start)
+            loss_sum, _ = train_epoch(model, optimizer, epoch["images"][start:start + chunk],
+                                      epoch["labels"][start:start + chunk], cfg, amp, channels_last)
+            float(loss_sum)  # the trainer's one host sync per epoch
+            epoch["done"] += chunk
+            todo -= chunk
+        return steps * batch_size
     return train
 
 # -----------------------------------------------------------------------------
@@ -241,10 +247,13 @@ def markdown(info: dict, setup: str, rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| `{r['model']}` | {r['parameters']:,} | {r['a']:,.0f} | {r['b']:,.0f} | "
                      f"{r['b'] / r['a']:.2f} | {fmt_mib(r['mem_a'])} | {fmt_mib(r['mem_b'])} |")
-    lines += ["", "Peak memory: the most in use while the model was built, its data placed and its loop "
+    lines += ["", "Order: every (a) ran before every (b), in this one process: (b) calls fashionbench's "
+              "`keep_freed_memory` (glibc `mallopt`), which stays in force for the rest of the process, and the "
+              "seeds' notebooks ran with glibc's defaults.",
+              "", "Peak memory: the most in use while the model was built, its data placed and its loop "
               "run (warm-up included), above what was in use just before. Both loops hold the same uint8 "
-              "training set in host memory beforehand (not counted); on CUDA, (b)'s copy of it on the GPU "
-              "is counted. CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs); CUDA: "
+              "training set in host memory beforehand (not counted); (b)'s copy of it in each epoch's order "
+              "(47 MiB for Fashion-MNIST) is counted, and on CUDA its copy on the GPU too. CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs); CUDA: "
               "torch.cuda.max_memory_allocated (tensors, not the allocator's cache).", ""]
     return "\n".join(lines)
 
@@ -292,14 +301,19 @@ def main(argv=None) -> int:
              f"{args.warmup} warm-up batches, Adam lr 1e-3, cross entropy, seed {SEED}, "
              f"deterministic algorithms {'on' if args.deterministic else 'off'}")
     print("\n".join(f"{k}: {v}" for k, v in info.items()) + f"\nsetup: {setup}\n")
-    print(f"{'model':<15} {'(a) img/s':>10} {'(b) img/s':>10} {'b/a':>6} {'(a) MiB':>8} {'(b) MiB':>8}")
 
+    # Every (a) first: (b) switches the process's allocator settings for good (see the top).
+    loops = {"a": lambda m: quickstart_loop(m, reference, args.batch_size, device),
+             "b": lambda m: fashionbench_loop(m, data, args.batch_size, device)}
+    results = {}
+    for loop, make_loop in loops.items():
+        for name in args.models:
+            results[loop, name] = measure(make_loop, name, device, steps, args.warmup)
+            print(f"  ({loop}) {name}: {results[loop, name][0]:,.0f} img/s", flush=True)
+    print(f"\n{'model':<15} {'(a) img/s':>10} {'(b) img/s':>10} {'b/a':>6} {'(a) MiB':>8} {'(b) MiB':>8}")
     rows = []
     for name in args.models:
-        a, mem_a = measure(lambda m: quickstart_loop(m, reference, args.batch_size, device),
-                           name, device, steps, args.warmup)
-        b, mem_b = measure(lambda m: fashionbench_loop(m, data, args.batch_size, device),
-                           name, device, steps, args.warmup)
+        (a, mem_a), (b, mem_b) = results["a", name], results["b", name]
         rows.append({"model": name, "parameters": parameter_count(build_model(name)),
                      "a": a, "b": b, "mem_a": mem_a, "mem_b": mem_b})
         print(f"{name:<15} {a:>10,.0f} {b:>10,.0f} {b / a:>6.2f} {fmt_mib(mem_a):>8} {fmt_mib(mem_b):>8}",

@@ -1,8 +1,9 @@
 """fashionbench's trainer computes what the seeds' plain PyTorch loop computes.
 
-Same seed, same batch order, float32 on the CPU: the trainer (uint8 images resident, one
-gather + `to_input` per batch, `train_step`, the fused optimizer of `make_optimizer`) and the
-quickstart-style loop (torchvision `ToTensor()` per PIL image, `model(x)`, `F.cross_entropy`,
+Same seed, same batch order, float32 on the CPU: the trainer (uint8 images resident and
+gathered once per epoch into its order by `shuffled`, `train_epoch` slicing batches and scaling
+them with `to_input`, channels_last for CNNs, `clear_grads`, the fused optimizer of
+`make_optimizer`) and the quickstart-style loop (torchvision `ToTensor()` per PIL image, `model(x)`, `F.cross_entropy`,
 the default non-fused `torch.optim` optimizer, `zero_grad`, `backward`, `step`) end with the
 same weights. Small generated images: no real data needed.
 """
@@ -17,10 +18,11 @@ from conftest import base_params
 from fake_idx import make_images
 from fashionbench.config import validate
 from fashionbench.models import build_model
-from fashionbench.training import epoch_order, make_optimizer, to_input, train_seed, train_step
+from fashionbench.training import epoch_order, fast_paths, make_optimizer, shuffled, to_input, train_epoch, train_seed
 
 N, BATCH, EPOCHS, SEED = 200, 64, 2, 0  # 200 = three full batches and one of 8, per epoch
 ATOL = 1e-5
+CPU = torch.device("cpu")
 
 OPTIMIZERS = {  # fashionbench's params -> the seeds' plain constructor, PyTorch defaults otherwise
     "adam": ({"optimizer": "adam", "lr": 1e-3},
@@ -52,7 +54,7 @@ def batch_order(n: int = N) -> list[torch.Tensor]:
     shuffle = torch.Generator().manual_seed(SEED)
     batches = []
     for _ in range(EPOCHS):
-        order = epoch_order(n, shuffle, torch.device("cpu"))
+        order = epoch_order(n, shuffle, CPU)
         batches += [order[i:i + BATCH] for i in range(0, n, BATCH)]
     return batches
 
@@ -73,13 +75,19 @@ def reference_loop(model_name: str, make_opt, images, labels, batches) -> dict:
     return model.state_dict()
 
 
-def fashionbench_loop(cfg: dict, images, labels, batches) -> dict:
+def fashionbench_loop(cfg: dict, images, labels) -> dict:
+    """train_seed's epochs without the evaluation: the same seeded orders as `batch_order`."""
     torch.manual_seed(SEED)
     model = build_model(cfg["model"])
+    amp, channels_last = fast_paths(model, CPU)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
+    shuffle = torch.Generator().manual_seed(SEED)
     model.train()
-    for idx in batches:
-        train_step(model, optimizer, to_input(images[idx]), labels[idx], cfg)
+    for _ in range(EPOCHS):
+        epoch_images, epoch_labels = shuffled(images, labels, epoch_order(len(labels), shuffle, CPU))
+        train_epoch(model, optimizer, epoch_images, epoch_labels, cfg, amp, channels_last)
     return model.state_dict()
 
 
@@ -102,7 +110,7 @@ def test_trainer_and_plain_loop_end_with_the_same_weights(data, model, optimizer
     overrides, plain_optimizer = OPTIMIZERS[optimizer]
     cfg = config(model, **overrides)
     images, labels, batches = data["train_images"], data["train_labels"], batch_order()
-    ours = fashionbench_loop(cfg, images, labels, batches)
+    ours = fashionbench_loop(cfg, images, labels)
     reference = reference_loop(model, plain_optimizer, images, labels, batches)
     assert_same_weights(ours, reference)
 
@@ -117,7 +125,7 @@ def test_trainer_and_plain_loop_end_with_the_same_weights(data, model, optimizer
 
 def test_train_seed_ends_with_the_weights_of_the_plain_loop_fed_its_batch_order(data):
     cfg = config("cnn_small")
-    result = train_seed(cfg, data, SEED, torch.device("cpu"), progress=False)
+    result = train_seed(cfg, data, SEED, CPU, progress=False)
     reference = reference_loop("cnn_small", OPTIMIZERS["adam"][1], data["train_images"], data["train_labels"],
                                batch_order())
     assert_same_weights(result["model"].state_dict(), reference)

@@ -90,3 +90,33 @@ def test_normal_init_has_small_standard_deviation():
     torch.manual_seed(0)
     weight = build_model("fcn_400", init="normal")[1].weight
     assert abs(weight.std().item() - 0.01) < 0.001
+
+
+def in_seed_order(model: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The same layers (shared, so the same weights) with each MaxPool-ReLU pair back in the
+    seeds' ReLU-MaxPool order."""
+    layers = list(model)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.MaxPool2d) and isinstance(layers[i + 1], torch.nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "lenet5_modern", "cnn_baseline", "cnn_dropout"])
+def test_pooling_before_relu_gives_exactly_the_outputs_and_gradients_of_the_seeds_order(name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()  # eval: no dropout masks to compare
+    seeds = in_seed_order(model)
+    assert [type(m) for m in seeds] != [type(m) for m in model]  # the order really differs
+    x = torch.rand(8, 1, 28, 28) - 0.5  # negative pixels too: windows where every value is <= 0
+
+    def outputs_and_gradients(net):
+        for p in net.parameters():
+            p.grad = None
+        out = net(x)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in net.parameters()]
+
+    ours, seed = outputs_and_gradients(model), outputs_and_gradients(seeds)
+    assert torch.equal(ours[0], seed[0])
+    assert all(torch.equal(a, b) for a, b in zip(ours[1], seed[1]))

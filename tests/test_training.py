@@ -7,7 +7,8 @@ import torch
 from conftest import base_params
 from fashionbench.config import validate
 from fashionbench.models import build_model
-from fashionbench.training import compute_loss, make_optimizer, to_input, train_seed, train_step
+from fashionbench.training import (compute_loss, eval_batch_size, make_optimizer, predict, to_input, train_seed,
+                                   train_step)
 
 
 def config(**overrides) -> dict:
@@ -87,3 +88,19 @@ def test_a_diverging_run_stops_early_with_status_diverged(tiny_data):
     assert result["status"] == "diverged"
     assert result["diverged_epoch"] == len(result["history"]) < 5
     assert not math.isfinite(result["history"][-1]["train_loss"])
+
+
+def test_eval_batch_size_null_picks_one_per_device_and_a_number_is_kept():
+    assert eval_batch_size(config(eval_batch_size=None), torch.device("cpu")) == 256
+    assert eval_batch_size(config(eval_batch_size=None), torch.device("cuda")) == 4096
+    assert eval_batch_size(config(eval_batch_size=100), torch.device("cpu")) == 100
+
+
+@pytest.mark.parametrize("model_name", ["mlp_64", "cnn_small"])
+def test_predictions_do_not_depend_on_the_evaluation_batch_size(tiny_data, model_name):
+    torch.manual_seed(0)
+    model = build_model(model_name)
+    images = tiny_data["test_images"]
+    whole, batched = predict(model, images, len(images)), predict(model, images, 7)
+    assert batched.shape == (len(images), 10)
+    torch.testing.assert_close(batched, whole, rtol=0, atol=1e-5)

@@ -98,7 +98,7 @@ TRAIN_KEYS = {
     "epochs": lambda k, v: _num(k, v, lo=1, integer=True),
     "max_epochs": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "batch_size": lambda k, v: _num(k, v, lo=1, integer=True),
-    "eval_batch_size": lambda k, v: _num(k, v, lo=1, integer=True),
+    "eval_batch_size": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "optimizer": lambda k, v: _choice(k, v, OPTIMIZERS),
     "momentum": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
     "nesterov": _bool,

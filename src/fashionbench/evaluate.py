@@ -19,7 +19,7 @@ from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_pa
                                   read_json, train_summary_path, write_csv, write_json)
 from fashionbench.preprocess import load_prepared
 from fashionbench.train import mean_std
-from fashionbench.training import compute_loss, predict, resolve_device
+from fashionbench.training import compute_loss, eval_batch_size, predict, resolve_device
 
 GALLERY_SIZE = 32
 
@@ -53,7 +53,7 @@ def evaluate_run(cfg: dict, device) -> dict:
     images, labels = data["test_images"], data["test_labels"]
     per_seed = []
     for seed in cfg["seeds"]:
-        logits = predict(load_checkpoint(cfg, seed, device), images, cfg["eval_batch_size"]).float()
+        logits = predict(load_checkpoint(cfg, seed, device), images, eval_batch_size(cfg, device)).float()
         pred = logits.argmax(1)
         per_seed.append({
             "seed": seed,
