@@ -14,10 +14,11 @@ For every zoo model, in this one process and one after the other, on the same da
 Same initial weights (same seed), same batch size, same number of samples; a few warm-up
 batches first so one-time costs (allocations, optimizer state, kernel selection) are not
 timed. Every (a) runs before every (b): `keep_freed_memory` changes the whole process's
-allocator for good, and the seeds' notebooks ran with glibc's defaults. Prints images/second for each, the ratio b/a and the peak memory of each, and writes
-a Markdown table (with the machine and the date) to --output.
+allocator for good, and the seeds' notebooks ran with glibc's defaults. Prints images/second
+for each, the ratio b/a and the peak memory of each, and writes a Markdown table (with the
+machine and the date) to --output.
 
-    python benchmarks/train_speed.py                        # all models, ~1 minute on 2 CPU cores
+    python benchmarks/train_speed.py                        # all models, ~80 s on 2 CPU cores
     python benchmarks/train_speed.py --device cuda --samples 60000
     python benchmarks/train_speed.py --models mlp_64 cnn_small --samples 640 --output /tmp/r.md
 
@@ -253,7 +254,8 @@ def markdown(info: dict, setup: str, rows: list[dict]) -> str:
               "", "Peak memory: the most in use while the model was built, its data placed and its loop "
               "run (warm-up included), above what was in use just before. Both loops hold the same uint8 "
               "training set in host memory beforehand (not counted); (b)'s copy of it in each epoch's order "
-              "(47 MiB for Fashion-MNIST) is counted, and on CUDA its copy on the GPU too. CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs); CUDA: "
+              "(47 MiB for Fashion-MNIST) is counted, and on CUDA its copy on the GPU too. "
+              "CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs); CUDA: "
               "torch.cuda.max_memory_allocated (tensors, not the allocator's cache).", ""]
     return "\n".join(lines)
 
