@@ -254,7 +254,7 @@ def markdown(info: dict, setup: str, rows: list[dict]) -> str:
               "", "Peak memory: the most in use while the model was built, its data placed and its loop "
               "run (warm-up included), above what was in use just before. Both loops hold the same uint8 "
               "training set in host memory beforehand (not counted); (b)'s copy of it in each epoch's order "
-              "(47 MiB for Fashion-MNIST) is counted, and on CUDA its copy on the GPU too. "
+              "(45 MiB for Fashion-MNIST) is counted, and on CUDA its copy on the GPU too. "
               "CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs); CUDA: "
               "torch.cuda.max_memory_allocated (tensors, not the allocator's cache).", ""]
     return "\n".join(lines)
