@@ -8,18 +8,20 @@ For every zoo model, in this one process and one after the other, on the same da
   (b) fashionbench's trainer (src/fashionbench/training.py): the split resident on the device
       as uint8, gathered once per epoch into its seeded order (`shuffled`), then `train_epoch`
       (a slice + `to_input` per batch, `train_step`) with `make_optimizer`'s fused Adam lr 1e-3,
-      channels_last for CNNs, glibc told to keep freed memory (`keep_freed_memory`); on CUDA
-      also bf16 autocast for CNNs.
+      channels_last for CNNs, and on the CPU `speed_up_cpu`'s process-wide settings (glibc
+      keeps freed memory, denormals flush to zero); with --precision auto (params.yaml's
+      default) CNNs in bf16 autocast where the hardware has bf16 (CUDA, CPUs with AMX).
 
 Same initial weights (same seed), same batch size, same number of samples; a few warm-up
 batches first so one-time costs (allocations, optimizer state, kernel selection) are not
-timed. Every (a) runs before every (b): `keep_freed_memory` changes the whole process's
-allocator for good, and the seeds' notebooks ran with glibc's defaults. Prints images/second
+timed. Every (a) runs before every (b): `speed_up_cpu` changes the whole process for good
+(its allocator and floating-point mode), and the seeds' notebooks ran with the defaults. Prints images/second
 for each, the ratio b/a and the peak memory of each, and writes a Markdown table (with the
 machine and the date) to --output.
 
     python benchmarks/train_speed.py                        # all models, ~80 s on 2 CPU cores
     python benchmarks/train_speed.py --device cuda --samples 60000
+    python benchmarks/train_speed.py --precision float32 --output benchmarks/RESULTS-float32.md
     python benchmarks/train_speed.py --models mlp_64 cnn_small --samples 640 --output /tmp/r.md
 
 The data come from FASHIONBENCH_DATA_MIRROR / --data-mirror (default ../shared/data beside
@@ -50,12 +52,13 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
+from fashionbench.config import PRECISIONS
 from fashionbench.datasets import DataError
 from fashionbench.download import MIRROR_ENV, download
 from fashionbench.models import build_model, known_models, parameter_count
 from fashionbench.preprocess import prepare
-from fashionbench.training import (epoch_order, fast_paths, keep_freed_memory, make_optimizer, resolve_device,
-                                   set_determinism, shuffled, train_epoch)
+from fashionbench.training import (epoch_order, fast_paths, make_optimizer, resolve_device, set_determinism,
+                                   shuffled, speed_up_cpu, train_epoch)
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_CLASS = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
@@ -113,11 +116,10 @@ def quickstart_loop(model, dataset, batch_size, device):
     return train
 
 
-def fashionbench_loop(model, data, batch_size, device):
+def fashionbench_loop(model, data, batch_size, device, precision):
     """(b) The epoch loop of fashionbench.training.train_seed, cut at `steps` batches."""
-    if device.type == "cpu":
-        keep_freed_memory()
-    amp, channels_last = fast_paths(model, device)
+    speed_up_cpu(device)
+    amp, channels_last = fast_paths(model, device, precision)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     cfg = {**CFG, "batch_size": batch_size}
@@ -243,14 +245,17 @@ def markdown(info: dict, setup: str, rows: list[dict]) -> str:
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- setup: {setup}", "",
               "| model | parameters | (a) quickstart img/s | (b) fashionbench img/s | ratio b/a "
-              "| (a) peak MiB | (b) peak MiB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| (a) peak MiB | (b) peak MiB | (b) precision |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| `{r['model']}` | {r['parameters']:,} | {r['a']:,.0f} | {r['b']:,.0f} | "
-                     f"{r['b'] / r['a']:.2f} | {fmt_mib(r['mem_a'])} | {fmt_mib(r['mem_b'])} |")
+                     f"{r['b'] / r['a']:.2f} | {fmt_mib(r['mem_a'])} | {fmt_mib(r['mem_b'])} | {r['precision']} |")
     lines += ["", "Order: every (a) ran before every (b), in this one process: (b) calls fashionbench's "
-              "`keep_freed_memory` (glibc `mallopt`), which stays in force for the rest of the process, and the "
-              "seeds' notebooks ran with glibc's defaults.",
+              "`speed_up_cpu` (glibc `mallopt`, denormals flushed to zero), which stays in force for the rest of "
+              "the process, and the seeds' notebooks ran with the defaults.",
+              "", "Denormals: both loops start from fresh weights, and Adam's running averages decay into float32 "
+              "denormals only after several hundred steps, so this table does not show what `flush_denormals` "
+              "saves in later epochs; the pipeline's training times do.",
               "", "Peak memory: the most in use while the model was built, its data placed and its loop "
               "run (warm-up included), above what was in use just before. Both loops hold the same uint8 "
               "training set in host memory beforehand (not counted); (b)'s copy of it in each epoch's order "
@@ -270,6 +275,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches before each timing (default: 10)")
     parser.add_argument("--models", nargs="+", choices=known_models(), default=known_models(), metavar="MODEL",
                         help=f"subset of the zoo (default: all of {', '.join(known_models())})")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="(b)'s params.yaml precision (default: auto, the pipeline's default; float32: exact)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for both loops (default: torch's own, one per core)")
     parser.add_argument("--deterministic", action="store_true",
@@ -300,26 +307,28 @@ def main(argv=None) -> int:
     steps = -(-args.samples // args.batch_size)
     setup = (f"device {device}, {args.dataset} ({len(reference):,} training images), batch {args.batch_size}, "
              f"{steps} timed batches ({steps * args.batch_size:,} samples) per model per loop after "
-             f"{args.warmup} warm-up batches, Adam lr 1e-3, cross entropy, seed {SEED}, "
+             f"{args.warmup} warm-up batches, Adam lr 1e-3, cross entropy, seed {SEED}, precision {args.precision}, "
              f"deterministic algorithms {'on' if args.deterministic else 'off'}")
     print("\n".join(f"{k}: {v}" for k, v in info.items()) + f"\nsetup: {setup}\n")
 
     # Every (a) first: (b) switches the process's allocator settings for good (see the top).
     loops = {"a": lambda m: quickstart_loop(m, reference, args.batch_size, device),
-             "b": lambda m: fashionbench_loop(m, data, args.batch_size, device)}
+             "b": lambda m: fashionbench_loop(m, data, args.batch_size, device, args.precision)}
     results = {}
     for loop, make_loop in loops.items():
         for name in args.models:
             results[loop, name] = measure(make_loop, name, device, steps, args.warmup)
             print(f"  ({loop}) {name}: {results[loop, name][0]:,.0f} img/s", flush=True)
-    print(f"\n{'model':<15} {'(a) img/s':>10} {'(b) img/s':>10} {'b/a':>6} {'(a) MiB':>8} {'(b) MiB':>8}")
+    print(f"\n{'model':<15} {'(a) img/s':>10} {'(b) img/s':>10} {'b/a':>6} {'(a) MiB':>8} {'(b) MiB':>8}  (b) precision")
     rows = []
     for name in args.models:
         (a, mem_a), (b, mem_b) = results["a", name], results["b", name]
-        rows.append({"model": name, "parameters": parameter_count(build_model(name)),
+        model = build_model(name)
+        amp, _ = fast_paths(model, device, args.precision)
+        rows.append({"model": name, "parameters": parameter_count(model), "precision": "bf16" if amp else "float32",
                      "a": a, "b": b, "mem_a": mem_a, "mem_b": mem_b})
-        print(f"{name:<15} {a:>10,.0f} {b:>10,.0f} {b / a:>6.2f} {fmt_mib(mem_a):>8} {fmt_mib(mem_b):>8}",
-              flush=True)
+        print(f"{name:<15} {a:>10,.0f} {b:>10,.0f} {b / a:>6.2f} {fmt_mib(mem_a):>8} {fmt_mib(mem_b):>8}  "
+              f"{rows[-1]['precision']}", flush=True)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(markdown(info, setup, rows))

@@ -70,6 +70,7 @@ BAD = {
     "missing default": (lambda p, r: p.pop("epochs"), "epochs: missing top-level default"),
     "bad seeds": (lambda p, r: r.update(seeds=[0, 0]), "runs.mlp_64-fashion_mnist.seeds: expected distinct seeds"),
     "bad device": (lambda p, r: p.update(device="gpu"), "device: expected auto, cpu, cuda"),
+    "bad precision": (lambda p, r: r.update(precision="fp16"), "runs.mlp_64-fashion_mnist.precision: expected one of auto, float32, bf16, got 'fp16'"),
     "eval_batch_size zero": (lambda p, r: r.update(eval_batch_size=0), "runs.mlp_64-fashion_mnist.eval_batch_size: expected >= 1"),
     "bad val_fraction": (lambda p, r: p["preprocess"].update(val_fraction=1.5), "preprocess.val_fraction: expected < 1"),
 }

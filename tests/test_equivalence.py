@@ -1,6 +1,6 @@
 """fashionbench's trainer computes what the seeds' plain PyTorch loop computes.
 
-Same seed, same batch order, float32 on the CPU: the trainer (uint8 images resident and
+Same seed, same batch order, float32 on the CPU (params' precision: float32): the trainer (uint8 images resident and
 gathered once per epoch into its order by `shuffled`, `train_epoch` slicing batches and scaling
 them with `to_input`, channels_last for CNNs, `clear_grads`, the fused optimizer of
 `make_optimizer`) and the quickstart-style loop (torchvision `ToTensor()` per PIL image, `model(x)`, `F.cross_entropy`,
@@ -34,7 +34,9 @@ OPTIMIZERS = {  # fashionbench's params -> the seeds' plain constructor, PyTorch
 
 def config(model: str, **overrides) -> dict:
     params = base_params()
-    params["runs"]["mlp_64-fashion_mnist"].update(model=model, batch_size=BATCH, epochs=EPOCHS, **overrides)
+    # precision float32: 'auto' would put CNNs in bf16 on a CPU with AMX (as on CUDA)
+    params["runs"]["mlp_64-fashion_mnist"].update(model=model, batch_size=BATCH, epochs=EPOCHS, precision="float32",
+                                                  **overrides)
     return validate(params)["runs"]["mlp_64-fashion_mnist"]
 
 
@@ -79,7 +81,7 @@ def fashionbench_loop(cfg: dict, images, labels) -> dict:
     """train_seed's epochs without the evaluation: the same seeded orders as `batch_order`."""
     torch.manual_seed(SEED)
     model = build_model(cfg["model"])
-    amp, channels_last = fast_paths(model, CPU)
+    amp, channels_last = fast_paths(model, CPU, "float32")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())

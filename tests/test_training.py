@@ -1,5 +1,8 @@
 import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -7,8 +10,9 @@ import torch
 from conftest import base_params
 from fashionbench.config import validate
 from fashionbench.models import build_model
-from fashionbench.training import (compute_loss, eval_batch_size, make_optimizer, predict, to_input, train_seed,
-                                   train_step)
+from fashionbench import training
+from fashionbench.training import (compute_loss, eval_batch_size, fast_paths, make_optimizer, predict, to_input,
+                                   train_seed, train_step)
 
 
 def config(**overrides) -> dict:
@@ -101,6 +105,45 @@ def test_predictions_do_not_depend_on_the_evaluation_batch_size(tiny_data, model
     torch.manual_seed(0)
     model = build_model(model_name)
     images = tiny_data["test_images"]
-    whole, batched = predict(model, images, len(images)), predict(model, images, 7)
+    whole, batched = predict(model, images, len(images), "float32"), predict(model, images, 7, "float32")
     assert batched.shape == (len(images), 10)
     torch.testing.assert_close(batched, whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_puts_only_convolutions_in_bf16_and_only_on_bf16_hardware(monkeypatch, native):
+    monkeypatch.setattr(training, "bf16_native", lambda device: native)
+    cpu = torch.device("cpu")
+    assert fast_paths(build_model("cnn_small"), cpu, "auto") == (native, True)
+    assert fast_paths(build_model("mlp_512"), cpu, "auto") == (False, False)
+
+
+def test_precision_float32_and_bf16_hold_on_any_hardware(monkeypatch):
+    monkeypatch.setattr(training, "bf16_native", lambda device: True)
+    cpu = torch.device("cpu")
+    assert fast_paths(build_model("cnn_small"), cpu, "float32") == (False, True)
+    assert fast_paths(build_model("mlp_512"), cpu, "bf16") == (True, False)
+
+
+@pytest.mark.parametrize("precision, expected", [("float32", "float32"), ("bf16", "bf16 autocast")])
+def test_a_trained_seed_reports_the_precision_it_ran_at(tiny_data, precision, expected):
+    cfg = config(model="cnn_small", epochs=1, precision=precision)
+    result = train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)
+    assert result["precision"] == expected
+    assert math.isfinite(result["history"][-1]["test_loss"])
+
+
+def test_flush_denormals_reaches_openmp_threads_started_before_it():
+    # A fresh process: start the OpenMP workers first, then flush; x * 1.0 keeps a denormal
+    # on any thread that still has gradual underflow (each thread multiplies its own chunk).
+    script = textwrap.dedent("""
+        import torch
+        from fashionbench.training import flush_denormals
+        torch.set_num_threads(2)
+        torch.ones(1 << 20).mul(2.0)
+        assert flush_denormals()
+        denormal = torch.full((1 << 20,), 1e-39)
+        print(int((denormal * 1.0).count_nonzero()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0"]

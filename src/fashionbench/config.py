@@ -18,6 +18,7 @@ PARAMS_FILE = Path("params.yaml")
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 LOSSES = ("cross_entropy", "nll", "mse", "bce")
 INITS = ("default", "normal", "xavier_uniform", "kaiming")
+PRECISIONS = ("auto", "float32", "bf16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 
 
@@ -110,6 +111,7 @@ TRAIN_KEYS = {
     "seeds": _seeds,
     "device": _device,
     "deterministic": _bool,
+    "precision": lambda k, v: _choice(k, v, PRECISIONS),
     # Model options; null means "as the zoo entry defines it".
     "depth": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "width": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),

@@ -53,7 +53,8 @@ def evaluate_run(cfg: dict, device) -> dict:
     images, labels = data["test_images"], data["test_labels"]
     per_seed = []
     for seed in cfg["seeds"]:
-        logits = predict(load_checkpoint(cfg, seed, device), images, eval_batch_size(cfg, device)).float()
+        model = load_checkpoint(cfg, seed, device)
+        logits = predict(model, images, eval_batch_size(cfg, device), cfg["precision"]).float()
         pred = logits.argmax(1)
         per_seed.append({
             "seed": seed,

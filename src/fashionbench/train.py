@@ -61,6 +61,7 @@ def train_run(cfg: dict, device: torch.device, tracker=None, progress: bool = Tr
         "run": cfg["name"],
         "config": cfg,
         "device": str(device),
+        "precision": result["precision"],  # what precision 'auto' became on this device
         "torch": torch.__version__,
         "parameters": parameter_count(models[first]),
         "train_seconds": round(sum(s["train_seconds"] for s in seeds), 3),
