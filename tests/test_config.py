@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO, base_params
-from fashionbench.config import ConfigError, load_params, validate
+from fashionbench.config import TRAIN_KEYS, ConfigError, load_params, validate
 
 
 def test_the_repository_params_file_is_valid():
@@ -94,3 +94,9 @@ def test_max_epochs_caps_every_run():
     params["max_epochs"] = 2
     params["runs"]["mlp_64-fashion_mnist"]["epochs"] = 40
     assert validate(params)["runs"]["mlp_64-fashion_mnist"]["epochs"] == 2
+
+
+def test_every_training_setting_is_a_param_of_the_train_stage():
+    # A key missing there would make `dvc exp run -S key=value` skip the retraining it asks for.
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    assert set(TRAIN_KEYS) <= set(stage["params"])

@@ -131,9 +131,10 @@ def test_server_run_has_the_params_tags_and_one_curve_point_per_epoch(server_log
     assert r.info.run_name == RUN and r.info.status == "FINISHED"
     assert r.data.params["model"] == "mlp_64" and r.data.params["lr"] == "0.001" and r.data.params["epochs"] == "2"
     head = run(root, "git", "rev-parse", "HEAD").stdout.strip()
-    assert {k: r.data.tags[k] for k in ("git_commit", "dvc_exp_name", "dataset", "model", "status")} == {
+    tags = ("git_commit", "dvc_exp_name", "dataset", "model", "status", "precision")
+    assert {k: r.data.tags[k] for k in tags} == {
         "git_commit": head, "dvc_exp_name": "workspace", "dataset": "fashion_mnist", "model": "mlp_64",
-        "status": "completed"}
+        "status": "completed", "precision": "float32"}
     for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [1, 2], name
     assert {"test_accuracy", "test_loss", "test_accuracy_Shirt", "train_seconds", "parameters"} <= set(r.data.metrics)
