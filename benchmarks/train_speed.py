@@ -57,8 +57,8 @@ from fashionbench.datasets import DataError
 from fashionbench.download import MIRROR_ENV, download
 from fashionbench.models import build_model, known_models, parameter_count
 from fashionbench.preprocess import prepare
-from fashionbench.training import (epoch_order, fast_paths, make_optimizer, resolve_device, set_determinism,
-                                   shuffled, speed_up_cpu, train_epoch)
+from fashionbench.training import (epoch_order, fast_paths, make_optimizer, place_model, precision_name,
+                                   resolve_device, set_determinism, shuffled, speed_up_cpu, train_epoch)
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_CLASS = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
@@ -119,9 +119,7 @@ def quickstart_loop(model, dataset, batch_size, device):
 def fashionbench_loop(model, data, batch_size, device, precision):
     """(b) The epoch loop of fashionbench.training.train_seed, cut at `steps` batches."""
     speed_up_cpu(device)
-    amp, channels_last = fast_paths(model, device, precision)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, amp, channels_last = place_model(model, device, precision)
     cfg = {**CFG, "batch_size": batch_size}
     optimizer = make_optimizer(cfg, model.parameters())
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
@@ -325,7 +323,7 @@ def main(argv=None) -> int:
         (a, mem_a), (b, mem_b) = results["a", name], results["b", name]
         model = build_model(name)
         amp, _ = fast_paths(model, device, args.precision)
-        rows.append({"model": name, "parameters": parameter_count(model), "precision": "bf16" if amp else "float32",
+        rows.append({"model": name, "parameters": parameter_count(model), "precision": precision_name(amp),
                      "a": a, "b": b, "mem_a": mem_a, "mem_b": mem_b})
         print(f"{name:<15} {a:>10,.0f} {b:>10,.0f} {b / a:>6.2f} {fmt_mib(mem_a):>8} {fmt_mib(mem_b):>8}  "
               f"{rows[-1]['precision']}", flush=True)

@@ -19,7 +19,7 @@ from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_pa
                                   read_json, train_summary_path, write_csv, write_json)
 from fashionbench.preprocess import load_prepared
 from fashionbench.train import mean_std
-from fashionbench.training import compute_loss, eval_batch_size, predict, resolve_device
+from fashionbench.training import compute_loss, eval_batch_size, place_model, predict, resolve_device
 
 GALLERY_SIZE = 32
 
@@ -40,7 +40,7 @@ def load_checkpoint(cfg: dict, seed: int, device) -> torch.nn.Module:
     if not path.is_file():
         raise DataError(f"{path}: not found; run `dvc repro train@{cfg['name']}` first")
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.to(device).eval()
+    return place_model(model, device, cfg["precision"])[0].eval()
 
 
 def evaluate_run(cfg: dict, device) -> dict:

@@ -129,6 +129,18 @@ def fast_paths(model: nn.Module, device: torch.device, precision: str = "auto") 
     return precision == "bf16", conv
 
 
+def place_model(model: nn.Module, device: torch.device, precision: str) -> tuple[nn.Module, bool, bool]:
+    """The model moved to `device` in the layout of its fast path: (model, bf16 autocast, channels_last)."""
+    amp, channels_last = fast_paths(model, device, precision)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    return model.to(device, memory_format=memory_format), amp, channels_last
+
+
+def precision_name(amp: bool) -> str:
+    """What a run computed in, as train.json, MLflow and the benchmark report it."""
+    return "bf16 autocast" if amp else "float32"
+
+
 def bf16_native(device: torch.device) -> bool:
     """Whether this device multiplies bf16 in hardware (autocast would otherwise emulate it)."""
     if device.type == "cuda":
@@ -234,13 +246,11 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto") -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), in batches, model in eval mode, at the precision
-    it was trained at."""
+    it was trained at. Fastest for a model `place_model` put on the images' device."""
     speed_up_cpu(images.device)
     was_training = model.training
     model.eval()
     amp, channels_last = fast_paths(model, images.device, precision)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # in place; a no-op for a model trained here
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
         out = [model(to_input(images[i:i + batch_size], channels_last)).float()
                for i in range(0, len(images), batch_size)]
@@ -268,10 +278,7 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
 
     speed_up_cpu(device)
     torch.manual_seed(seed)  # initial weights and dropout masks
-    model = model_from_config(cfg).to(device)
-    amp, channels_last = fast_paths(model, device, cfg["precision"])
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, amp, channels_last = place_model(model_from_config(cfg), device, cfg["precision"])
     optimizer = make_optimizer(cfg, model.parameters())
     shuffle = torch.Generator().manual_seed(seed)
     train_x, train_y = data["train_images"], data["train_labels"]
@@ -303,4 +310,4 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
             break
     bar.close()
     return {"model": model, "history": history, "status": status, "diverged_epoch": diverged_epoch,
-            "seconds": time.perf_counter() - start, "precision": "bf16 autocast" if amp else "float32"}
+            "seconds": time.perf_counter() - start, "precision": precision_name(amp)}
