@@ -8,13 +8,13 @@ For every zoo model, in this one process and one after the other, on the same da
   (b) fashionbench's trainer (src/fashionbench/training.py): the split resident on the device
       as uint8, gathered once per epoch into its seeded order (`shuffled`), then `train_epoch`
       (a slice + `to_input` per batch, `train_step`) with `make_optimizer`'s fused Adam lr 1e-3,
-      channels_last for CNNs, and on the CPU `speed_up_cpu`'s process-wide settings (glibc
+      channels_last for CNNs, and on the CPU `configure_process`'s process-wide settings (glibc
       keeps freed memory, denormals flush to zero); with --precision auto (params.yaml's
       default) CNNs in bf16 autocast where the hardware has bf16 (CUDA, CPUs with AMX).
 
 Same initial weights (same seed), same batch size, same number of samples; a few warm-up
 batches first so one-time costs (allocations, optimizer state, kernel selection) are not
-timed. Every (a) runs before every (b): `speed_up_cpu` changes the whole process for good
+timed. Every (a) runs before every (b): `configure_process` changes the whole process for good
 (its allocator and floating-point mode), and the seeds' notebooks ran with the defaults. Prints images/second
 for each, the ratio b/a and the peak memory of each, and writes a Markdown table (with the
 machine and the date) to --output.
@@ -53,12 +53,13 @@ from torchvision import datasets
 from torchvision.transforms import ToTensor
 
 from fashionbench.config import PRECISIONS
+from fashionbench.cpu import configure_process
 from fashionbench.datasets import DataError
 from fashionbench.download import MIRROR_ENV, download
 from fashionbench.models import build_model, known_models, parameter_count
 from fashionbench.preprocess import prepare
 from fashionbench.training import (epoch_order, fast_paths, make_optimizer, place_model, precision_name,
-                                   resolve_device, set_determinism, shuffled, speed_up_cpu, train_epoch)
+                                   resolve_device, set_determinism, shuffled, train_epoch)
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_CLASS = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
@@ -118,7 +119,7 @@ def quickstart_loop(model, dataset, batch_size, device):
 
 def fashionbench_loop(model, data, batch_size, device, precision):
     """(b) The epoch loop of fashionbench.training.train_seed, cut at `steps` batches."""
-    speed_up_cpu(device)
+    configure_process(device)
     model, amp, channels_last = place_model(model, device, precision)
     cfg = {**CFG, "batch_size": batch_size}
     optimizer = make_optimizer(cfg, model.parameters())
@@ -249,7 +250,7 @@ def markdown(info: dict, setup: str, rows: list[dict]) -> str:
         lines.append(f"| `{r['model']}` | {r['parameters']:,} | {r['a']:,.0f} | {r['b']:,.0f} | "
                      f"{r['b'] / r['a']:.2f} | {fmt_mib(r['mem_a'])} | {fmt_mib(r['mem_b'])} | {r['precision']} |")
     lines += ["", "Order: every (a) ran before every (b), in this one process: (b) calls fashionbench's "
-              "`speed_up_cpu` (glibc `mallopt`, denormals flushed to zero), which stays in force for the rest of "
+              "`configure_process` (glibc `mallopt`, denormals flushed to zero), which stays in force for the rest of "
               "the process, and the seeds' notebooks ran with the defaults.",
               "", "Denormals: both loops start from fresh weights, and Adam's running averages decay into float32 "
               "denormals only after several hundred steps, so this table does not show what `flush_denormals` "

@@ -46,3 +46,34 @@ def base_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["runs"] = {"mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"}}
     return params
+
+
+@pytest.fixture
+def workspace(fake_mirror, tmp_path, monkeypatch):
+    """A scratch repo root: params.yaml with two tiny runs, data downloaded and prepared."""
+    import yaml
+
+    from fashionbench import download, preprocess
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(epochs=1, batch_size=32)
+    params["runs"] = {
+        "mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"},
+        "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist", "seeds": [0, 1]},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for dataset in params["datasets"]:
+        assert download.main([dataset]) == 0
+        assert preprocess.main([dataset]) == 0
+    return root
+
+
+def set_run(root, name, **entry):
+    import yaml
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["runs"][name].update(entry)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))

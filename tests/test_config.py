@@ -100,3 +100,50 @@ def test_every_training_setting_is_a_param_of_the_train_stage():
     # A key missing there would make `dvc exp run -S key=value` skip the retraining it asks for.
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
     assert set(TRAIN_KEYS) <= set(stage["params"])
+
+
+CROSS_FIELD = {
+    "nesterov without momentum": (lambda p, r: r.update(optimizer="sgd", nesterov=True, momentum=0.0),
+                                  "runs.mlp_64-fashion_mnist.nesterov: nesterov needs optimizer sgd with momentum > 0"),
+    "nesterov with adam": (lambda p, r: p.update(nesterov=True, momentum=0.9),
+                           "nesterov: nesterov needs optimizer sgd with momentum > 0, got optimizer adam"),
+    "negative split_seed": (lambda p, r: p["preprocess"].update(split_seed=-1), "preprocess.split_seed: expected >= 0, got -1"),
+    "run named dot": (lambda p, r: p["runs"].update({".": {"model": "mlp_64", "dataset": "mnist"}}),
+                      "runs..: expected a name of letters"),
+    "hidden run name": (lambda p, r: p["runs"].update({".x": {"model": "mlp_64", "dataset": "mnist"}}),
+                        "runs..x: expected a name of letters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CROSS_FIELD))
+def test_cross_field_rules_give_one_line_naming_the_key(case):
+    change, expected = CROSS_FIELD[case]
+    assert expected in error_for(change)
+
+
+def test_nesterov_with_sgd_and_momentum_is_accepted():
+    params = base_params()
+    params["runs"]["mlp_64-fashion_mnist"].update(optimizer="sgd", momentum=0.9, nesterov=True)
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["nesterov"] is True
+
+
+def test_val_fraction_zero_is_accepted():
+    params = base_params()
+    params["preprocess"]["val_fraction"] = 0
+    assert validate(params)["preprocess"]["val_fraction"] == 0
+
+
+def test_validate_stage_writes_its_output_only_for_a_valid_file(tmp_path, monkeypatch, capsys):
+    from fashionbench.config import main
+    from fashionbench.outputs import VALIDATED_PARAMS
+
+    monkeypatch.chdir(tmp_path)
+    params = base_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main([]) == 0 and VALIDATED_PARAMS.read_text() == "params.yaml is valid\n"
+    VALIDATED_PARAMS.unlink()
+    params["learning_rate"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main([]) == 1
+    assert capsys.readouterr().err.strip().startswith("error: learning_rate: unknown key")
+    assert not VALIDATED_PARAMS.exists()

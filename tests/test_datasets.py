@@ -81,3 +81,23 @@ def test_offline_without_mirror_names_the_variable(tmp_path, monkeypatch, capsys
 def test_official_urls_come_from_torchvision_mirrors():
     urls = download.official_urls("fashion_mnist", "train-images-idx3-ubyte")
     assert urls and all(u.endswith("/train-images-idx3-ubyte.gz") for u in urls)
+
+
+def test_a_mirror_that_is_not_a_directory_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASHIONBENCH_DATA_MIRROR", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    assert download.main(["mnist"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: FASHIONBENCH_DATA_MIRROR={tmp_path / 'nowhere'}: not a directory; "
+                   "expected one holding <dataset>/<file>.gz")
+
+
+def test_a_mirror_missing_one_file_names_that_file(fake_mirror, tmp_path, monkeypatch, capsys):
+    missing = fake_mirror / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    missing.unlink()
+    monkeypatch.setattr(download, "official_urls", lambda dataset, name: [])  # no network in tests
+    monkeypatch.chdir(tmp_path)
+    assert download.main(["mnist"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {missing}: not found in the mirror FASHIONBENCH_DATA_MIRROR={fake_mirror}")
+    assert "\n" not in err

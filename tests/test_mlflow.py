@@ -192,8 +192,9 @@ def test_server_run_model_loads_with_pyfunc_and_classifies_a_batch(server_logged
     assert logits.shape == (5, 10)
     trained = server_logged["trained"]
     net = model_from_config(trained["config"])
-    net.load_state_dict(torch.load(server_logged["root"] / "models" / RUN / "seed0.pt", map_location="cpu",
-                                   weights_only=True))
+    from fashionbench.outputs import read_tensors
+
+    net.load_state_dict(read_tensors(server_logged["root"] / "models" / RUN / "seed0.safetensors")[0])
     with torch.no_grad():
         expected = net.eval()(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)

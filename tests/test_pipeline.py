@@ -28,10 +28,10 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_every_declared_output(repo):
     root, _ = repo
-    expected = ["data/raw/fashion_mnist/train-images-idx3-ubyte.gz", "data/prepared/mnist.pt",
+    expected = ["data/raw/fashion_mnist/train-images-idx3-ubyte.gz", "data/prepared/mnist.safetensors", "data/params.validated",
                 "plots/report.md", "plots/summary.csv", "plots/comparison.png", "dvc.lock"]
     for name in RUNS:
-        expected += [f"models/{name}/seed0.pt", f"models/{name}/train.json", f"plots/history/{name}.csv",
+        expected += [f"models/{name}/seed0.safetensors", f"models/{name}/train.json", f"plots/history/{name}.csv",
                      f"metrics/{name}.json", f"plots/eval/{name}.json", f"plots/confusion/{name}.csv",
                      f"plots/runs/{name}/curves.png", f"plots/runs/{name}/confusion.png",
                      f"plots/runs/{name}/misclassified.png"]

@@ -5,35 +5,10 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import set_run
 from fashionbench import download, evaluate, preprocess, report, train
 from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, history_path,
                                   metrics_path, read_json, train_summary_path)
-
-
-@pytest.fixture
-def workspace(fake_mirror, tmp_path, monkeypatch):
-    """A scratch repo root: params.yaml with two tiny runs, data downloaded and prepared."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(epochs=1, batch_size=32)
-    params["runs"] = {
-        "mlp_64-fashion_mnist": {"model": "mlp_64", "dataset": "fashion_mnist"},
-        "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist", "seeds": [0, 1]},
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for dataset in params["datasets"]:
-        assert download.main([dataset]) == 0
-        assert preprocess.main([dataset]) == 0
-    return root
-
-
-def set_run(root, name, **entry):
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["runs"][name].update(entry)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def test_preprocess_splits_train_into_train_and_validation(workspace):
@@ -118,3 +93,34 @@ def test_report_puts_the_seed_number_beside_ours(workspace):
     row = next(line for line in text.splitlines() if line.startswith("| mlp_64-fashion_mnist"))
     assert "| 000 |" in row and "| 87.10 |" in row and f"{ours:.2f}" in row and f"{ours - 87.1:+.2f}" in row
     assert (workspace / "plots" / "comparison.png").stat().st_size > 1000
+
+
+def test_val_fraction_zero_trains_on_every_image_with_no_validation_curves(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["preprocess"]["val_fraction"] = 0
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert preprocess.main(["fashion_mnist"]) == 0
+    assert len(preprocess.load_prepared("fashion_mnist")["train_labels"]) == 200
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0
+    header = history_path(run).read_text().splitlines()[0]
+    assert "val_" not in header and "test_accuracy" in header
+    assert evaluate.main([run]) == 0
+    assert (figures_dir(run) / "curves.png").stat().st_size > 1000
+    assert 0 <= read_json(metrics_path(run))["test_accuracy"] <= 1
+
+
+def test_evaluate_rebuilds_the_model_train_json_records_not_todays_params(workspace):
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0
+    set_run(workspace, run, width=128)  # params.yaml now asks for another model; not trained yet
+    assert evaluate.main([run]) == 0
+    assert read_json(metrics_path(run))["parameters"] == read_json(train_summary_path(run))["parameters"]
+
+
+def test_a_successful_training_leaves_no_resume_state(workspace):
+    from fashionbench.outputs import resume_dir
+
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0
+    assert not resume_dir(run).exists()

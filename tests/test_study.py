@@ -34,3 +34,48 @@ def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypat
     assert "| lr | RMSProp | Adam | SGD |" not in out.stdout  # only the columns that ran
     assert "| lr | SGD |" in out.stdout and "| lr | SGD |" in report
     assert (root / "plots" / "studies" / "optimizer_lr.png").stat().st_size > 1000
+
+
+def test_a_study_past_its_deadline_stops_its_experiments_and_fails(monkeypatch):
+    from fashionbench import study
+
+    monkeypatch.setattr(study, "shown_experiments", lambda baseline: {
+        "s-a": {"state": "running", "rev": "r1", "metrics": {}},
+        "s-b": {"state": "queued", "rev": "r2", "metrics": {}},
+        "s-c": {"state": "success", "rev": "r3", "metrics": {}}})
+    calls = []
+    monkeypatch.setattr(study, "dvc", lambda *args, check=True: calls.append(args))
+    with pytest.raises(study.StudyError, match="deadline passed with 2 experiment"):
+        study.wait_for_experiments(["s-a", "s-b", "s-c"], "base", deadline=0.0)
+    assert ("queue", "kill", "s-a") in calls and ("queue", "remove", "s-b") in calls
+
+
+def test_a_study_whose_report_fails_exits_non_zero_with_one_line(monkeypatch, capsys):
+    from fashionbench import study
+
+    monkeypatch.setattr(study, "run_study", lambda *args: {"study": "dropout"})
+
+    def dvc(*args, check=True):
+        raise study.StudyError("dvc repro --single-item report ... failed: ERROR: failed to reproduce 'report'")
+
+    monkeypatch.setattr(study, "dvc", dvc)
+    assert study.main(["dropout"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: dvc repro --single-item report ... failed: ERROR: failed to reproduce 'report'")
+
+
+def test_experiments_are_read_from_dvc_exp_show_json(monkeypatch):
+    from fashionbench import study
+
+    shown = [{"rev": "base", "name": "main", "experiments": [
+        {"name": "s-a", "executor": {"state": "success"}, "revs": [
+            {"rev": "abc", "name": "s-a", "data": {"metrics": {"metrics/r.json": {"data": {"test_accuracy": 0.9}}}}}]},
+        {"name": "s-b", "executor": None, "revs": [{"rev": "def", "name": "s-b", "error": {"msg": "x"}, "data": None}]}]}]
+
+    class Done:
+        stdout = json.dumps(shown)
+
+    monkeypatch.setattr(study, "dvc", lambda *args, check=True: Done)
+    assert study.shown_experiments("base") == {
+        "s-a": {"state": "success", "rev": "abc", "metrics": {"metrics/r.json": {"test_accuracy": 0.9}}},
+        "s-b": {"state": "failed", "rev": "def", "metrics": {}}}

@@ -147,7 +147,7 @@ def test_flush_denormals_reaches_openmp_threads_started_before_it():
     # on any thread that still has gradual underflow (each thread multiplies its own chunk).
     script = textwrap.dedent("""
         import torch
-        from fashionbench.training import flush_denormals
+        from fashionbench.cpu import flush_denormals
         torch.set_num_threads(2)
         torch.ones(1 << 20).mul(2.0)
         assert flush_denormals()

@@ -1,7 +1,9 @@
 """params.yaml: load, validate, and merge each run's entry over the shared defaults.
 
-Every stage calls `load_params()` first, so a bad file stops the pipeline before any
-training, with one line that names the key and what was expected.
+`python -m fashionbench.config` is the pipeline's first stage, `validate`: it depends on the
+whole params.yaml and every other stage depends on its output, so DVC runs it (and stops on
+its error) before any stage whose outputs it would delete. Every stage also calls
+`load_params()` itself. An error is one line that names the key and what was expected.
 """
 from __future__ import annotations
 
@@ -122,7 +124,7 @@ MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
 PREPROCESS_KEYS = {
     "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
-    "split_seed": lambda k, v: _num(k, v, integer=True),
+    "split_seed": lambda k, v: _num(k, v, lo=0, integer=True),
     "max_train": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "max_test": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
 }
@@ -171,8 +173,11 @@ def validate(raw: Any) -> dict:
         raise ConfigError("runs: expected at least one run")
     merged = {}
     for name, entry in runs.items():
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ConfigError(f"runs.{name}: run names may hold letters, digits, '_', '-' and '.' only")
+        # A run name becomes a directory (models/<run>): '.', '..' or a hidden name would
+        # point at models/ itself or hide from `ls`.
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"runs.{name}: expected a name of letters, digits, '_', '-' and '.' "
+                              "that starts with a letter or digit")
         merged[name] = validate_run(name, entry, defaults, datasets)
     return {"defaults": defaults, "datasets": list(datasets), "preprocess": preprocess, "runs": merged}
 
@@ -195,6 +200,10 @@ def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> 
         cfg["epochs"] = min(cfg["epochs"], cfg["max_epochs"])
     if cfg["seeds"] is None:
         cfg["seeds"] = [cfg["seed"]]
+    if cfg["nesterov"] and (cfg["optimizer"] != "sgd" or cfg["momentum"] <= 0):
+        origin = where + "nesterov" if "nesterov" in entry else "nesterov"
+        raise ConfigError(f"{origin}: nesterov needs optimizer sgd with momentum > 0, "
+                          f"got optimizer {cfg['optimizer']} with momentum {cfg['momentum']:g}")
 
     from fashionbench.models import model_options
 
@@ -227,3 +236,31 @@ def run_config(name: str, path: Path | str = PARAMS_FILE) -> dict:
     if name not in params["runs"]:
         raise ConfigError(f"runs.{name}: no such run, expected one of: {', '.join(params['runs'])}")
     return params["runs"][name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """DVC stage `validate`: check all of params.yaml, then write a file that every stage depends on.
+
+    The file's content is the same for every valid params.yaml, so a params change re-runs
+    only the stages whose own params changed, never all of them.
+    """
+    import argparse
+    import sys
+
+    from fashionbench.outputs import VALIDATED_PARAMS, write_text
+
+    parser = argparse.ArgumentParser(description="Validate params.yaml (the pipeline's first stage).")
+    parser.add_argument("params", nargs="?", default=str(PARAMS_FILE))
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_text(VALIDATED_PARAMS, "params.yaml is valid\n")
+    print(f"{args.params}: valid ({len(params['runs'])} runs on {', '.join(params['datasets'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,11 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fashionbench.outputs import atomic_path
 from fashionbench.datasets import FILES, DataError, expected_md5, known_datasets, md5_hex, read_idx_bytes
+from fashionbench.outputs import RAW_DIR, atomic_path
 
 MIRROR_ENV = "FASHIONBENCH_DATA_MIRROR"
-RAW_DIR = Path("data/raw")
 
 
 def official_urls(dataset: str, name: str) -> list[str]:
@@ -31,11 +30,22 @@ def official_urls(dataset: str, name: str) -> list[str]:
     return [f"{mirror}{name}.gz" for mirror in cls.mirrors]
 
 
-def mirror_candidates(dataset: str, name: str) -> list[Path]:
+def mirror_dir() -> Path | None:
+    """The local mirror, or None when FASHIONBENCH_DATA_MIRROR is unset; a mirror that is
+    not a directory is an error (a typo in it should not send us to the network)."""
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
+        return None
+    if not Path(mirror).is_dir():
+        raise DataError(f"{MIRROR_ENV}={mirror}: not a directory; expected one holding <dataset>/<file>.gz")
+    return Path(mirror)
+
+
+def mirror_candidates(dataset: str, name: str) -> list[Path]:
+    mirror = mirror_dir()
+    if mirror is None:
         return []
-    base = Path(mirror) / dataset
+    base = mirror / dataset
     return [p for p in (base / f"{name}.gz", base / name) if p.is_file()]
 
 
@@ -67,10 +77,13 @@ def fetch_from_network(dataset: str, name: str, workdir: Path) -> Path:
             return workdir / f"{name}.gz"
         except Exception as exc:  # any network failure: try the next mirror
             errors.append(f"{url}: {type(exc).__name__}")
-    raise DataError(
-        f"could not download {dataset}/{name}.gz from the official mirrors ({'; '.join(errors)}); "
-        f"offline? set {MIRROR_ENV}=<dir> holding <dataset>/<file>.gz"
-    )
+    tried = "; ".join(errors)
+    mirror = mirror_dir()
+    if mirror is not None:
+        raise DataError(f"{mirror / dataset / (name + '.gz')}: not found in the mirror {MIRROR_ENV}={mirror} "
+                        f"(expected <dataset>/<file>.gz, or the file uncompressed), and no official mirror answered ({tried})")
+    raise DataError(f"could not download {dataset}/{name}.gz from the official mirrors ({tried}); "
+                    f"offline? set {MIRROR_ENV}=<dir> holding <dataset>/<file>.gz")
 
 
 def fetch_file(dataset: str, name: str, out_dir: Path) -> str:

@@ -3,6 +3,8 @@
 Writes metrics/<run>.json (DVC metrics), plots/eval/<run>.json (confusion matrix,
 per-class accuracy, misclassified test ids), plots/confusion/<run>.csv (DVC confusion
 plot), plots/runs/<run>/*.png; and logs all of it into the run's MLflow run.
+The model is rebuilt from the config that train.json records (what was trained),
+not from today's params.yaml.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from fashionbench.config import ConfigError, run_config
 from fashionbench.datasets import CLASS_NAMES, DataError
 from fashionbench.models import model_from_config
 from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, metrics_path,
-                                  read_json, train_summary_path, write_csv, write_json)
+                                  read_json, read_tensors, train_summary_path, write_csv, write_json)
+from fashionbench.stopping import Stopped, stop_signals_raise
 from fashionbench.preprocess import load_prepared
 from fashionbench.train import mean_std
 from fashionbench.training import compute_loss, eval_batch_size, place_model, predict, resolve_device
@@ -39,16 +42,19 @@ def load_checkpoint(cfg: dict, seed: int, device) -> torch.nn.Module:
     path = checkpoint_path(cfg["name"], seed)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `dvc repro train@{cfg['name']}` first")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_tensors(path)[0])
     return place_model(model, device, cfg["precision"])[0].eval()
 
 
-def evaluate_run(cfg: dict, device) -> dict:
-    """Evaluate every seed's checkpoint on the test split; details from the first seed."""
-    summary_path = train_summary_path(cfg["name"])
+def read_trained(run: str) -> dict:
+    summary_path = train_summary_path(run)
     if not summary_path.is_file():
-        raise DataError(f"{summary_path}: not found; run `dvc repro train@{cfg['name']}` first")
-    trained = read_json(summary_path)
+        raise DataError(f"{summary_path}: not found; run `dvc repro train@{run}` first")
+    return read_json(summary_path)
+
+
+def evaluate_run(cfg: dict, device, trained: dict) -> dict:
+    """Evaluate every seed's checkpoint on the test split; details from the first seed."""
     data = load_prepared(cfg["dataset"], device)
     images, labels = data["test_images"], data["test_labels"]
     per_seed = []
@@ -125,7 +131,13 @@ def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
         return
     from fashionbench.tracking import RunTracker
 
-    tracker = RunTracker.resume(run_id)
+    from fashionbench.tracking import ended_on_failure
+
+    with ended_on_failure(RunTracker.resume(run_id)) as tracker:
+        log_evaluation(tracker, cfg, result, figure_paths)
+
+
+def log_evaluation(tracker, cfg: dict, result: dict, figure_paths: list) -> None:
     m = result["metrics"]
     scalars = {k: m[k] for k in ("test_accuracy", "test_accuracy_std", "test_loss")}
     scalars.update({f"test_accuracy_{n.replace('/', '_').replace(' ', '_')}": v
@@ -142,20 +154,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     args = parser.parse_args(argv)
-    try:
-        cfg = run_config(args.run)
-        result = evaluate_run(cfg, resolve_device(cfg["device"]))
-    except (ConfigError, DataError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    figure_paths = write_outputs(cfg, result)
+    from fashionbench.cpu import configure_process
     from fashionbench.tracking import TrackingError
 
     try:
-        log_to_mlflow(cfg, result, figure_paths)
-    except TrackingError as exc:
+        run_config(args.run)  # the run must still be in params.yaml
+        cfg = read_trained(args.run)["config"]  # but it is evaluated as it was trained
+        device = resolve_device(cfg["device"])
+        configure_process(device)
+        with stop_signals_raise():
+            result = evaluate_run(cfg, device, read_trained(args.run))
+            figure_paths = write_outputs(cfg, result)
+            log_to_mlflow(cfg, result, figure_paths)
+    except (ConfigError, DataError, TrackingError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Stopped as stop:
+        print(f"{args.run}: evaluation stopped by {stop}", file=sys.stderr)
+        return stop.exit_code
     m = result["metrics"]
     print(f"{cfg['name']}: test accuracy {100 * m['test_accuracy']:.2f}% "
           f"(± {100 * m['test_accuracy_std']:.2f}, {m['seeds']} seed(s)), loss {m['test_loss']:.4f}, {m['status']}")

@@ -19,13 +19,13 @@ def save(fig, dest: Path) -> None:
 
 
 def learning_curves(history: list[dict], title: str, dest: Path) -> None:
-    """Loss (train, val) and accuracy (train, val, test) against epoch."""
+    """Loss and accuracy of train, validation (when the run has a validation split) and test, against epoch."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
-        ax_loss.plot(epochs, [r[key] for r in history], marker=".", label=label)
-    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
-        ax_acc.plot(epochs, [100 * r[key] for r in history], marker=".", label=label)
+    for split, label in (("train", "train"), ("val", "validation"), ("test", "test")):
+        if history and f"{split}_loss" in history[0]:
+            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=label)
+            ax_acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

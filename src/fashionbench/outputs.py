@@ -1,4 +1,11 @@
-"""Where each stage writes, and small atomic writers: one place that knows the layout."""
+"""Where every stage reads and writes, and the writers: one place that knows the layout.
+
+Every file goes through `atomic_path` (temp file beside it, renamed on success), so a crash
+or Ctrl-C never leaves a half-written file where the next stage looks, and every file gets
+the permissions the user's umask asks for (tempfile's 0600 would hide results from colleagues).
+Tensors are written as safetensors: the same tensors give the same bytes, so re-running a
+stage on the same inputs leaves DVC's hashes (and every downstream stage) unchanged.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,25 +13,47 @@ import csv
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+RAW_DIR = Path("data/raw")
+PREPARED_DIR = Path("data/prepared")
+VALIDATED_PARAMS = Path("data/params.validated")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
+STUDIES_DIR = Path("studies")
+# Resumable training state: not a DVC output, so DVC never deletes it before `train` runs.
+RESUME_DIR = Path("resume")
+
+
+def raw_dir(dataset: str) -> Path:
+    """data/raw/<dataset>/: the four verified IDX .gz files."""
+    return RAW_DIR / dataset
+
+
+def prepared_path(dataset: str) -> Path:
+    """data/prepared/<dataset>.safetensors: uint8 images and int64 labels of train, val and test."""
+    return PREPARED_DIR / f"{dataset}.safetensors"
 
 
 def run_dir(run: str) -> Path:
-    """models/<run>/: one state dict per seed (seed<k>.pt) and train.json."""
+    """models/<run>/: one state dict per seed (seed<k>.safetensors) and train.json."""
     return MODELS_DIR / run
 
 
 def checkpoint_path(run: str, seed: int) -> Path:
-    return run_dir(run) / f"seed{seed}.pt"
+    return run_dir(run) / f"seed{seed}.safetensors"
 
 
 def train_summary_path(run: str) -> Path:
     return run_dir(run) / "train.json"
+
+
+def resume_dir(run: str) -> Path:
+    """resume/<run>/: the state of an unfinished training, deleted when the stage succeeds."""
+    return RESUME_DIR / run
 
 
 def history_path(run: str) -> Path:
@@ -50,18 +79,26 @@ def figures_dir(run: str) -> Path:
     return PLOTS_DIR / "runs" / run
 
 
+def study_path(name: str) -> Path:
+    return STUDIES_DIR / f"{name}.json"
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path):
-    """Yield a temp path beside `dest`; renamed onto it only if the block succeeds.
-
-    So a crash or Ctrl-C never leaves a half-written file where the next stage looks.
-    """
+    """Yield a temp path beside `dest`; renamed onto it, with umask permissions, only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,3 +135,26 @@ def write_text(dest: Path, text: str) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def write_tensors(dest: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Tensors as safetensors: byte-identical for identical tensors (no archive names or
+    serialization ids, as torch.save has), so DVC sees an unchanged output as unchanged."""
+    from safetensors.torch import save_file
+
+    # safetensors stores dense row-major data: channels_last weights are made contiguous.
+    dense = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(dest) as tmp:
+        save_file(dense, str(tmp), metadata=metadata)
+
+
+def read_tensors(path: Path) -> tuple[dict, dict[str, str]]:
+    """(tensors on the CPU, metadata) of a safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

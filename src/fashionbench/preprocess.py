@@ -1,8 +1,9 @@
-"""DVC stage `preprocess@<dataset>`: IDX -> data/prepared/<dataset>.pt.
+"""DVC stage `preprocess@<dataset>`: IDX -> data/prepared/<dataset>.safetensors.
 
-The output is one torch file of uint8 images (N, 28, 28) and int64 labels for the
-train, val and test splits: ~55 MB for Fashion-MNIST, loaded in a fraction of a second.
-The validation split is a seeded random `val_fraction` of the training images.
+The output is one safetensors file of uint8 images (N, 28, 28) and int64 labels for the
+train, val and test splits (~55 MB for Fashion-MNIST, loaded in a fraction of a second),
+byte-identical for identical inputs. The validation split is a seeded random
+`val_fraction` of the training images (0: no validation split).
 """
 from __future__ import annotations
 
@@ -15,15 +16,9 @@ import torch
 
 from fashionbench.config import ConfigError, load_params
 from fashionbench.datasets import DataError, load_idx, md5_hex, read_idx_bytes
-from fashionbench.outputs import atomic_path
+from fashionbench.outputs import RAW_DIR, prepared_path, read_tensors, write_tensors
 
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test")
-
-
-def prepared_path(dataset: str, prepared_dir: Path = PREPARED_DIR) -> Path:
-    return prepared_dir / f"{dataset}.pt"
 
 
 def load_pair(raw: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,17 +60,18 @@ def prepare(dataset: str, val_fraction: float, split_seed: int, max_train: int |
     return out
 
 
-def save_atomically(obj, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        torch.save(obj, tmp)
+def save_prepared(data: dict, dest: Path) -> None:
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    write_tensors(dest, tensors, metadata={"digest": data["digest"]})
 
 
-def load_prepared(dataset: str, device: str | torch.device = "cpu", prepared_dir: Path = PREPARED_DIR) -> dict[str, torch.Tensor]:
-    path = prepared_path(dataset, prepared_dir)
+def load_prepared(dataset: str, device: str | torch.device = "cpu", path: Path | None = None) -> dict:
+    """The prepared splits on `device`, and the raw files' `digest`."""
+    path = Path(path or prepared_path(dataset))
     if not path.is_file():
         raise DataError(f"{path}: not found; run `dvc repro preprocess@{dataset}` first")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    tensors, metadata = read_tensors(path)
+    return {"digest": metadata.get("digest", ""), **{k: v.to(device) for k, v in tensors.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"datasets: {args.dataset!r} is not in the list ({', '.join(params['datasets'])})")
         pre = params["preprocess"]
         data = prepare(args.dataset, pre["val_fraction"], pre["split_seed"], pre["max_train"], pre["max_test"])
-        save_atomically(data, prepared_path(args.dataset))
+        save_prepared(data, prepared_path(args.dataset))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 
 from fashionbench.config import ConfigError, load_params
-from fashionbench.outputs import (PLOTS_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
+from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
                                   write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
                                     verdict)
-
-STUDIES_DIR = Path("studies")
 
 
 def read_optional_json(path: Path):

@@ -1,9 +1,11 @@
 """`fashionbench study <name>`: rerun one of the seeds' studies as queued DVC experiments.
 
 Each cell of a study's grid is one `dvc exp run --queue -n <study>-<cell> -S ...` that
-trains and evaluates only the study's runs; `dvc queue start` runs them; the metrics of
-every cell are then read from its experiment commit into studies/<name>.json, and the
-`report` stage turns that file into the study's table and figure in plots/report.md.
+trains and evaluates only the study's runs; `dvc queue start -j N` runs them (each training
+then takes cores / N threads, see fashionbench.cpu); the metrics of every cell are read
+through DVC's documented interfaces (`dvc exp show --json`, `dvc.api.read`) into
+studies/<name>.json, and the `report` stage turns that file into the study's table and
+figure in plots/report.md. A study that runs past its deadline is stopped and fails.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fashionbench.outputs import write_json
+from fashionbench.outputs import evaluation_path, metrics_path, study_path, write_json
 
-STUDIES_DIR = Path("studies")
+DEFAULT_TIMEOUT_HOURS = 12.0
 
 
 @dataclass(frozen=True)
@@ -111,47 +113,70 @@ def queue_study(name: str, study: Study, grid: dict, seeds, extra: list[str]) ->
     return queued
 
 
-def wait_for_queue(poll_seconds: float = 5.0) -> None:
+def shown_experiments(baseline: str) -> dict[str, dict]:
+    """Experiment name -> {state, rev, metrics} for the experiments of `baseline`, from
+    `dvc exp show --json` (a list of commits, each with `experiments`: ranges of `revs` and an
+    `executor` whose state is queued, running, success or failed)."""
+    shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline, "--hide-workspace").stdout)
+    found = {}
+    for commit in shown:
+        for exp_range in commit.get("experiments") or []:
+            revs = exp_range.get("revs") or [{}]
+            last = revs[0]
+            name = exp_range.get("name") or last.get("name")
+            state = (exp_range.get("executor") or {}).get("state") or ("failed" if last.get("error") else "success")
+            metrics = {path: (result or {}).get("data") for path, result in
+                       ((last.get("data") or {}).get("metrics") or {}).items()}
+            found[name] = {"state": state, "rev": last.get("rev"), "metrics": metrics}
+    return found
+
+
+def wait_for_experiments(names: list[str], baseline: str, deadline: float, poll_seconds: float = 5.0) -> None:
+    """Until none of `names` is queued or running; past the deadline, stop them and fail."""
     while True:
-        status = dvc("queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
+        states = {n: e["state"] for n, e in shown_experiments(baseline).items() if n in names}
+        pending = [n for n in names if states.get(n) in ("queued", "running")]
+        if not pending:
             return
+        if time.monotonic() > deadline:
+            dvc("queue", "kill", *[n for n in pending if states[n] == "running"], check=False)
+            dvc("queue", "remove", *[n for n in pending if states[n] == "queued"], check=False)
+            raise StudyError(f"deadline passed with {len(pending)} experiment(s) unfinished: {', '.join(pending)} "
+                             "(stopped; raise --timeout-hours)")
         time.sleep(poll_seconds)
 
 
-def experiment_refs(baseline: str) -> dict[str, str]:
-    """Experiment name -> ref, for experiments of the baseline commit they were queued on."""
-    head = git("rev-parse", baseline).strip()
-    prefix = f"refs/exps/{head[:2]}/{head[2:]}/"
-    refs = git("for-each-ref", "--format=%(refname)", prefix).split()
-    return {ref[len(prefix):]: ref for ref in refs}
+def read_committed_json(path: str, rev: str):
+    """A JSON file as committed in an experiment (`dvc.api.read`: git or the DVC cache)."""
+    import dvc.api
 
-
-def read_at(ref: str, path: str):
     try:
-        return json.loads(git("show", f"{ref}:{path}"))
-    except subprocess.CalledProcessError:
+        return json.loads(dvc.api.read(path, rev=rev))
+    except Exception:  # noqa: BLE001 - a cell that failed has no such file
         return None
 
 
 def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: float, baseline: str) -> dict:
-    refs = experiment_refs(baseline)
+    shown = shown_experiments(baseline)
     results = []
     for exp, cell in queued:
-        ref = refs.get(exp)
+        found = shown.get(exp) or {"metrics": {}, "rev": None, "state": "missing"}
         row = {"experiment": exp, "params": cell, "runs": {}}
         for run in study.runs:
-            metrics = read_at(ref, f"metrics/{run}.json") if ref else None
-            details = read_at(ref, f"plots/eval/{run}.json") if ref else None
+            # The whole file, not exp show's copy of it: exp show keeps scalars only (no per-seed lists).
+            ok = found["state"] == "success" and found["metrics"].get(metrics_path(run).as_posix()) is not None
+            metrics = read_committed_json(metrics_path(run).as_posix(), found["rev"]) if ok else None
+            details = read_committed_json(evaluation_path(run).as_posix(), found["rev"]) if metrics else None
             row["runs"][run] = {"metrics": metrics, "confusion_matrix": (details or {}).get("confusion_matrix"),
                                 "class_names": (details or {}).get("class_names")}
         results.append(row)
     return {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
-            "baseline": git("rev-parse", baseline).strip(), "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
+            "baseline": baseline, "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
 
 
 def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: int = 1,
-              extra: list[str] | None = None, collect_from: str | None = None) -> dict:
+              extra: list[str] | None = None, collect_from: str | None = None,
+              timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict:
     """Queue, run and collect a study; with `collect_from` (a baseline commit) only collect
     the results of experiments already run on that commit (e.g. after a commit moved HEAD)."""
     if name not in STUDIES:
@@ -165,22 +190,23 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
     seeds = list(seeds or study.seeds)
     start = time.perf_counter()
     if collect_from:
-        baseline, queued = collect_from, [(cell_name(name, cell), cell) for cell in cells(grid)]
-        previous = STUDIES_DIR / f"{name}.json"
+        baseline, queued = git("rev-parse", collect_from).strip(), [(cell_name(name, cell), cell) for cell in cells(grid)]
+        previous = study_path(name)
         wall = json.loads(previous.read_text()).get("wall_seconds", 0.0) if previous.is_file() else 0.0
     else:
         # Experiments hang under the commit they were queued on: remember it, HEAD may move.
         baseline = git("rev-parse", "HEAD").strip()
+        deadline = time.monotonic() + timeout_hours * 3600
         queued = queue_study(name, study, grid, seeds, extra or [])
         dvc("queue", "start", "--jobs", str(jobs))
-        wait_for_queue()
+        wait_for_experiments([exp for exp, _ in queued], baseline, deadline)
         wall = time.perf_counter() - start
     result = collect(name, study, grid, queued, seeds, wall, baseline)
     failed = [c["experiment"] for c in result["cells"] if any(r["metrics"] is None for r in c["runs"].values())]
-    write_json(STUDIES_DIR / f"{name}.json", result)
+    write_json(study_path(name), result)
     if failed:
         raise StudyError(f"{len(failed)} experiment(s) failed: {', '.join(failed)} (see `dvc queue logs <name>`); "
-                         f"the others are in {STUDIES_DIR / (name + '.json')}")
+                         f"the others are in {study_path(name)}")
     return result
 
 
@@ -194,6 +220,8 @@ def main(argv: list[str]) -> int:
                         help="replace one axis of the grid, e.g. --grid lr=0.1,0.01")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds per cell (default: the study's)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="parallel queue workers (default 1)")
+    parser.add_argument("--timeout-hours", type=float, default=DEFAULT_TIMEOUT_HOURS,
+                        help=f"stop the study's experiments and fail after this long (default {DEFAULT_TIMEOUT_HOURS:g})")
     parser.add_argument("--collect", metavar="REV", dest="collect_from",
                         help="do not run: collect the study's finished experiments queued on commit REV")
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="extra",
@@ -211,14 +239,17 @@ def main(argv: list[str]) -> int:
             print(f"error: --grid {item}: expected KEY=V1,V2", file=sys.stderr)
             return 2
         grid[key] = [parse_value(v) for v in values.split(",")]
+    if args.jobs < 1 or args.timeout_hours <= 0:
+        print("error: --jobs and --timeout-hours: expected positive numbers", file=sys.stderr)
+        return 2
     try:
-        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from)
+        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours)
+        dvc("repro", "--single-item", "report")
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    dvc("repro", "--single-item", "report", check=False)
     from fashionbench.report import study_markdown
 
     print(study_markdown(result))
-    print(f"{STUDIES_DIR / (args.name + '.json')} written; the table and figure are in plots/report.md")
+    print(f"{study_path(args.name)} written; the table and figure are in plots/report.md")
     return 0

@@ -16,6 +16,7 @@ import fcntl
 import functools
 import math
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -202,7 +203,59 @@ def run_tags(cfg: dict) -> dict[str, str]:
         "dvc_run": cfg["name"],
         "dataset": cfg["dataset"],
         "model": cfg["model"],
+        # Who holds the run while it is RUNNING: how the next start finds a SIGKILLed one.
+        **holder_tags(),
     }
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot (Linux /proc), or "" if unknown.
+    A pid together with its start time names one process: pids are reused, this pair is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime
+
+
+def holder_alive(tags: dict) -> bool:
+    """Whether the process named by a run's `pid` and `pid_start` tags still runs."""
+    pid = tags.get("pid", "")
+    if not pid.isdigit():
+        return False
+    if tags.get("pid_start"):
+        return process_start(int(pid)) == tags["pid_start"]
+    try:  # no start time recorded (not Linux): existence only
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_tags() -> dict[str, str]:
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "pid_start": process_start(os.getpid())}
+
+
+def end_stale_runs(cfg: dict) -> list[str]:
+    """Mark KILLED the RUNNING runs (children included) of this DVC run and experiment that a
+    process on this host left behind when it died by SIGKILL; returns their ids.
+
+    Runs held by a live process, or started on another host (a shared server), are left alone.
+    """
+    mlflow = _setup_mlflow()
+    tags = run_tags(cfg)
+    query = (f"tags.dvc_run = '{cfg['name']}' and tags.dvc_exp_name = '{tags['dvc_exp_name']}' "
+             f"and tags.host = '{tags['host']}' and attributes.status = 'RUNNING'")
+    ended = []
+    with store_lock():
+        client = mlflow.MlflowClient()
+        for found in client.search_runs([experiment_id()], filter_string=query, max_results=1000):
+            if not holder_alive(found.data.tags):
+                client.set_terminated(found.info.run_id, "KILLED")
+                ended.append(found.info.run_id)
+    return ended
 
 
 def mlflow_params(cfg: dict) -> dict[str, str]:
@@ -218,6 +271,8 @@ class RunTracker:
             self.client = self.mlflow.MlflowClient()
         self.run_id = run_id
         self.cfg = cfg
+        self.open_children: list[RunTracker] = []
+        self.ended = False
 
     @classmethod
     def start(cls, cfg: dict, parent_run_id: str | None = None, run_name: str | None = None) -> "RunTracker":
@@ -238,12 +293,15 @@ class RunTracker:
         tracker = cls(run_id)
         with store_lock():
             tracker.client.update_run(run_id, status="RUNNING")
+        tracker.set_tags(holder_tags())  # this process holds it now
         return tracker
 
     def child(self, seed: int) -> "RunTracker":
-        """A nested run for one seed of a repeated run."""
+        """A nested run for one seed of a repeated run; ended with its parent if still open."""
         cfg = dict(self.cfg, seed=seed, seeds=[seed])
-        return RunTracker.start(cfg, parent_run_id=self.run_id, run_name=f"{self.cfg['name']}/seed{seed}")
+        child = RunTracker.start(cfg, parent_run_id=self.run_id, run_name=f"{self.cfg['name']}/seed{seed}")
+        self.open_children.append(child)
+        return child
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -321,8 +379,33 @@ class RunTracker:
                                      pip_requirements=reqs)
 
     def end(self, status: str = "FINISHED") -> None:
-        with store_lock():
-            self.client.set_terminated(self.run_id, status)
+        """End this run and any child still open with `status` (FINISHED, FAILED or KILLED)."""
+        for child in self.open_children:
+            if not child.ended:
+                child.end(status)
+        if not self.ended:
+            with store_lock():
+                self.client.set_terminated(self.run_id, status)
+            self.ended = True
 
     def fail(self) -> None:
         self.end("FAILED")
+
+
+@contextlib.contextmanager
+def ended_on_failure(tracker: "RunTracker | None"):
+    """Any exception inside ends the run and its open children as FAILED, a stop signal
+    (`stopping.Stopped`, KeyboardInterrupt) as KILLED; then the exception goes on.
+    Ending is best effort: a store that is down must not hide the original error."""
+    from fashionbench.stopping import Stopped
+
+    try:
+        yield tracker
+    except BaseException as exc:
+        if tracker is not None:
+            status = "KILLED" if isinstance(exc, (Stopped, KeyboardInterrupt)) else "FAILED"
+            try:
+                tracker.end(status)
+            except Exception as end_error:  # noqa: BLE001 - report, then re-raise the original
+                print(f"warning: could not mark MLflow run {tracker.run_id} {status}: {end_error}")
+        raise

@@ -7,9 +7,6 @@ are read once per epoch (no host sync per step).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import math
 import os
 import time
@@ -44,69 +41,6 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = not enabled
 
 
-def speed_up_cpu(device: torch.device) -> None:
-    """The process-wide CPU settings training and evaluation run with (no-op on a GPU)."""
-    if device.type == "cpu":
-        keep_freed_memory()
-        flush_denormals()
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed tensor memory for reuse instead of handing it back to the kernel.
-
-    glibc serves each allocation over 128 KiB with a fresh mmap and unmaps it on free, so a
-    CNN's activations (6 MiB a layer for cnn_baseline at batch 64) are page-faulted in again
-    at every step: 4,500 page faults a step, 30% of cnn_baseline's step time on this
-    2-core VM. Raising the mmap threshold to its maximum (32 MiB) and the trim threshold keeps
-    freed blocks in the heap, as jemalloc or tcmalloc would. Results are unchanged; a no-op
-    where the C library has no mallopt. Returns whether the settings took.
-    """
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name) if libc_name else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 256 * 2**20))
-
-
-@functools.cache
-def flush_denormals() -> bool:
-    """Treat float32 denormals (below 1.2e-38) as zero on every CPU thread (x86 FTZ/DAZ).
-
-    Adam's running averages for weights that rarely see a non-zero input (border pixels)
-    decay geometrically into the denormal range, where x86 arithmetic takes microcode
-    assists: from the second epoch on, mlp_512 trains at 19k instead of 29k images/s and
-    cnn_dropout at 3.0k instead of 3.8k on this 2-core VM. Flushing changes only values
-    below 1.2e-38, far under any weight's rounding step.
-
-    torch.set_flush_denormal sets the calling thread alone, so once OpenMP's worker threads
-    exist (any parallel op starts them) they get the caller's floating-point environment
-    through one parallel region that runs fesetenv; threads started later inherit it.
-    Returns whether every thread is set (False where the CPU or C library cannot).
-    """
-    if not torch.set_flush_denormal(True):
-        return False
-    libm_name = ctypes.util.find_library("m")
-    gomp_path = next((line.split()[-1] for line in _mapped_files() if "libgomp" in line), None)
-    if libm_name is None or gomp_path is None:
-        return False
-    libm, gomp = ctypes.CDLL(libm_name), ctypes.CDLL(gomp_path)
-    env = ctypes.create_string_buffer(64)  # a fenv_t (32 bytes on x86-64 glibc), with room
-    if libm.fegetenv(env) != 0:
-        return False
-    gomp.GOMP_parallel(libm.fesetenv, env, 0, 0)  # fn(data) on every thread of the team
-    return True
-
-
-def _mapped_files() -> list[str]:
-    """/proc/self/maps lines: the shared libraries this process has loaded (Linux)."""
-    try:
-        return Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return []
-
-
 def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], on the images' device."""
     x = images.unsqueeze(1).float().div_(255.0)
@@ -119,9 +53,9 @@ def fast_paths(model: nn.Module, device: torch.device, precision: str = "auto") 
     Convolutions run in NHWC (channels_last) layout on both devices: oneDNN's CPU kernels
     and cuDNN's tensor-core kernels are fastest there, and max pooling vectorises over
     channels. precision 'auto' also runs convolutional models in bf16 autocast where the
-    hardware multiplies bf16 natively: a CUDA GPU with bf16, or a CPU with AMX (1.5-1.8x
-    for seed 004's CNNs on this VM). MLPs stay float32 under 'auto' (bf16 gains them ~5%
-    here). 'float32' is exact everywhere; 'bf16' forces autocast for every model.
+    hardware multiplies bf16 natively: a CUDA GPU with bf16, or a CPU with AMX. MLPs stay
+    float32 under 'auto' (bf16 gains them little: benchmarks/RESULTS.md).
+    'float32' is exact everywhere; 'bf16' forces autocast for every model.
     """
     conv = uses_convolutions(model)
     if precision == "auto":
@@ -153,7 +87,7 @@ def bf16_native(device: torch.device) -> bool:
 
 def eval_batch_size(cfg: dict, device: torch.device) -> int:
     """params' eval_batch_size, or when null: 256 on the CPU (a batch's activations stay in
-    cache and under glibc's mmap threshold: twice as fast as 2000 for cnn_baseline), 4096 on a GPU."""
+    cache and under glibc's mmap threshold), 4096 on a GPU."""
     if cfg.get("eval_batch_size"):
         return cfg["eval_batch_size"]
     return 4096 if device.type == "cuda" else 256
@@ -176,8 +110,8 @@ def compute_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch
 def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     """The optimizer, fused (one kernel for all parameters) where PyTorch has a fused version.
 
-    On this 2-core CPU the default single-tensor Adam costs as much as the backward pass
-    of a 512-wide MLP; the fused one is 3-5x cheaper and computes the same update.
+    On a CPU the default single-tensor Adam costs as much as the backward pass of a
+    512-wide MLP; the fused one computes the same update in one pass.
     """
     name, lr, wd = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
     if name == "sgd":
@@ -203,13 +137,13 @@ def epoch_order(n: int, generator: torch.Generator, device: torch.device) -> tor
 
 def shuffled(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The split in this epoch's order: one gather per epoch, so each batch is a contiguous
-    slice (64 random rows gathered per step cost as much as a small model's forward pass)."""
+    slice (a random gather per step costs as much as a small model's forward pass)."""
     return images.index_select(0, order), labels.index_select(0, order)
 
 
 def clear_grads(optimizer: torch.optim.Optimizer) -> None:
     """optimizer.zero_grad(set_to_none=True) without its per-call bookkeeping (profiler
-    hooks, grouping by device), which costs 5-8% of a small MLP's step on this CPU."""
+    hooks, grouping by device), a visible share of a small MLP's step on a CPU."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.grad = None
@@ -247,7 +181,6 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto") -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), in batches, model in eval mode, at the precision
     it was trained at. Fastest for a model `place_model` put on the images' device."""
-    speed_up_cpu(images.device)
     was_training = model.training
     model.eval()
     amp, channels_last = fast_paths(model, images.device, precision)
@@ -267,28 +200,72 @@ def evaluate_split(model, images, labels, loss_name: str, batch_size: int, preci
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
+def save_state(path: Path, model, optimizer, shuffle: torch.Generator, progress: dict) -> None:
+    """Everything the next epoch depends on, so a resumed run continues bit for bit:
+    weights, optimizer moments and step counts, both random generators (batch order;
+    dropout), and the history so far. Written atomically: a kill mid-write keeps the old one."""
+    from fashionbench.outputs import atomic_path
+
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(), **progress}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path, model, optimizer, shuffle: torch.Generator) -> dict:
+    """Restore what save_state wrote; returns its progress (history, status, seconds, finished)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    shuffle.set_state(state.pop("shuffle_rng"))
+    torch.set_rng_state(state.pop("torch_rng"))
+    cuda_rng = state.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return state
+
+
 def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torch.device,
-               on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
-    """Train one model with one seed. Returns {model, history, status, diverged_epoch, seconds, precision}.
+               on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+               state_path: Path | None = None, on_epoch_start: Callable[[], None] | None = None) -> dict:
+    """Train one model with one seed. Returns {model, history, status, diverged_epoch, seconds,
+    precision, resumed_at_epoch}.
 
     A loss that becomes NaN or infinite ends training early with status 'diverged':
-    a result to record (seed 003's Adam at lr 0.1), not a crash.
+    a result to record (seed 003's Adam at lr 0.1), not a crash. With `state_path`, the
+    state is saved after every epoch and, when the file exists, training resumes from it
+    (the caller decides whether a state is still valid for this config and data).
+    `on_epoch` gets every epoch's row, the restored ones first.
     """
     from tqdm import tqdm
 
-    speed_up_cpu(device)
     torch.manual_seed(seed)  # initial weights and dropout masks
     model, amp, channels_last = place_model(model_from_config(cfg), device, cfg["precision"])
     optimizer = make_optimizer(cfg, model.parameters())
     shuffle = torch.Generator().manual_seed(seed)
     train_x, train_y = data["train_images"], data["train_labels"]
     n, eval_bs = len(train_y), eval_batch_size(cfg, device)
+    has_val = len(data["val_labels"]) > 0  # val_fraction 0: no validation curves
 
-    history, status, diverged_epoch = [], "completed", None
-    start = time.perf_counter()
-    bar = tqdm(range(1, cfg["epochs"] + 1), desc=f"{cfg['name']} seed {seed}", unit="epoch",
+    done = {"history": [], "status": "completed", "diverged_epoch": None, "seconds": 0.0, "finished": False}
+    resumed_at = None
+    if state_path is not None and Path(state_path).is_file():
+        done = load_state(state_path, model, optimizer, shuffle)
+        resumed_at = len(done["history"]) + 1
+    history, status, diverged_epoch = done["history"], done["status"], done["diverged_epoch"]
+    for row in history:
+        if on_epoch:
+            on_epoch(row)
+
+    start = time.perf_counter() - done["seconds"]
+    epochs = range(len(history) + 1, cfg["epochs"] + 1) if not done["finished"] else range(0)
+    bar = tqdm(epochs, desc=f"{cfg['name']} seed {seed}", unit="epoch", initial=len(history), total=cfg["epochs"],
                disable=not progress, dynamic_ncols=True)
     for epoch in bar:
+        if on_epoch_start:
+            on_epoch_start()
         model.train()
         images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
         loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last)
@@ -296,18 +273,23 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": int(correct) / n}
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
-        val = evaluate_split(model, data["val_images"], data["val_labels"], cfg["loss"], eval_bs, cfg["precision"])
+        if has_val:
+            val = evaluate_split(model, data["val_images"], data["val_labels"], cfg["loss"], eval_bs, cfg["precision"])
+            row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         test = evaluate_split(model, data["test_images"], data["test_labels"], cfg["loss"], eval_bs, cfg["precision"])
-        row.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
-                   test_loss=test["loss"], test_accuracy=test["accuracy"],
-                   seconds=time.perf_counter() - start)
+        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=time.perf_counter() - start)
         history.append(row)
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{val['accuracy']:.4f}", test_acc=f"{test['accuracy']:.4f}")
+        bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test['accuracy']:.4f}")
         if on_epoch:
-            on_epoch(row)
+            on_epoch(row)  # logged before the state is saved: a saved epoch is always a logged one
+        finished = status == "diverged" or epoch == cfg["epochs"]
+        if state_path is not None:
+            save_state(state_path, model, optimizer, shuffle,
+                       {"history": history, "status": status, "diverged_epoch": diverged_epoch,
+                        "seconds": time.perf_counter() - start, "finished": finished})
         if status == "diverged":
             bar.write(f"{cfg['name']} seed {seed}: loss is {train_loss} at epoch {epoch}: diverged, stopping")
             break
     bar.close()
     return {"model": model, "history": history, "status": status, "diverged_epoch": diverged_epoch,
-            "seconds": time.perf_counter() - start, "precision": precision_name(amp)}
+            "seconds": time.perf_counter() - start, "precision": precision_name(amp), "resumed_at_epoch": resumed_at}
