@@ -13,6 +13,22 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's dvc and mlflow
 
 
+def generated_data_env(base: Path):
+    """A MonkeyPatch (undo it when done) pointing the download stage at generated data in
+    base/mirror, with no tracking URI or DVC variables inherited from outside."""
+    import pytest
+
+    from fake_idx import write_mirror
+
+    md5_file = write_mirror(base / "mirror")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FASHIONBENCH_DATA_MIRROR", str(base / "mirror"))
+    mp.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        mp.delenv(name, raising=False)
+    return mp
+
+
 def tiny_params(runs: dict | None = None) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(epochs=1, batch_size=32)
@@ -45,9 +61,13 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
 
 
+def venv_env() -> dict:
+    """The environment with the venv's dvc, mlflow and python first on PATH (as stages need)."""
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+
+
 def run(root: Path, *cmd: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=root, env=venv_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result

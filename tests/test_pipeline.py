@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline_repo import make_repo, mlflow_runs, run, tiny_params
+from pipeline_repo import generated_data_env, make_repo, mlflow_runs, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -12,14 +12,8 @@ RUNS = ("mlp_64-fashion_mnist", "lenet5_modern-mnist")
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from fake_idx import write_mirror
-
     base = tmp_path_factory.mktemp("e2e")
-    md5_file = write_mirror(base / "mirror")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FASHIONBENCH_DATA_MIRROR", str(base / "mirror"))
-    mp.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp = generated_data_env(base)
     root = make_repo(base / "repo", tiny_params())
     first = run(root, "dvc", "repro")
     yield root, first

@@ -1,6 +1,7 @@
 """The real `dvc repro` / `dvc exp run`: bad params stop the pipeline before any output is
 deleted, unchanged inputs rebuild nothing, and a killed training resumes where it stopped."""
 import json
+import os
 import signal
 import subprocess
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from pipeline_repo import make_repo, mlflow_runs, run, tiny_params
+from pipeline_repo import generated_data_env, make_repo, mlflow_runs, run, tiny_params, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -18,15 +19,7 @@ OUTPUT_DIRS = ("models", "metrics", "plots/history", "plots/eval", "plots/runs",
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from fake_idx import write_mirror
-
-    base = tmp_path_factory.mktemp("trust")
-    md5_file = write_mirror(base / "mirror")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FASHIONBENCH_DATA_MIRROR", str(base / "mirror"))
-    mp.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
-        mp.delenv(name, raising=False)
+    mp = generated_data_env(base := tmp_path_factory.mktemp("trust"))
     root = make_repo(base / "repo", tiny_params())
     run(root, "dvc", "repro")
     run(root, "git", "add", "-A")
@@ -101,16 +94,14 @@ def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(r
     uninterrupted = (repo / "models" / RUN / "seed0.safetensors").read_bytes()
     history = json.loads((repo / "models" / RUN / "train.json").read_text())["history"]["0"]
 
-    proc = subprocess.Popen(["dvc", "repro", "--force", f"train@{RUN}"], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=run_env())
+    proc = subprocess.Popen(["dvc", "repro", "--force", f"train@{RUN}"], cwd=repo, env=venv_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         state = repo / "resume" / RUN / "seed0.pt"
         deadline = time.monotonic() + 120
         while not state.is_file() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         pid = json.loads((repo / "resume" / RUN / "attempt.json").read_text())["pid"]
-        import os
-
         os.kill(pid, signal.SIGKILL)  # the training, not dvc
         proc.communicate(timeout=120)
     finally:
@@ -130,10 +121,3 @@ def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(r
     assert attempts[1].data.tags["resumed_from_run"] == attempts[0].info.run_id
     run(repo, "git", "checkout", "params.yaml")
 
-
-def run_env():
-    import os
-    import sys
-    from pathlib import Path
-
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

@@ -375,8 +375,9 @@ class RunTracker:
         # Explicit requirements: inferring them imports and scans the environment (slow).
         reqs = [f"torch=={torch.__version__.split('+')[0]}"]
         with store_lock(), self.mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                     pip_requirements=reqs)
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                            pip_requirements=reqs)
+        self.set_tags({"model_uri": info.model_uri})  # what evaluate registers (models:/m-<id>)
 
     def end(self, status: str = "FINISHED") -> None:
         """End this run and any child still open with `status` (FINISHED, FAILED or KILLED)."""

@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             previous = open_resume_state(cfg["name"], fingerprint)
             tracker = None if args.no_mlflow else start_tracker(cfg, previous)
-            write_json(resume_dir(cfg["name"]) / "attempt.json",
-                       {"fingerprint": fingerprint, "mlflow_run_id": tracker.run_id if tracker else None,
-                        "pid": os.getpid()})
             with ended_on_failure(tracker), CoreShare() as share:
+                write_json(resume_dir(cfg["name"]) / "attempt.json",
+                           {"fingerprint": fingerprint, "mlflow_run_id": tracker.run_id if tracker else None,
+                            "pid": os.getpid()})
                 summary = train_run(cfg, device, tracker, on_epoch_start=share.update if device.type == "cpu" else None)
                 model = summary.pop("_model")
                 summary["mlflow_run_id"] = tracker.run_id if tracker else None
