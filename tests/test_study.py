@@ -46,8 +46,20 @@ def test_a_study_past_its_deadline_stops_its_experiments_and_fails(monkeypatch):
     calls = []
     monkeypatch.setattr(study, "dvc", lambda *args, check=True: calls.append(args))
     with pytest.raises(study.StudyError, match="deadline passed with 2 experiment"):
-        study.wait_for_experiments(["s-a", "s-b", "s-c"], "base", deadline=0.0)
+        study.wait_for_experiments(["s-a", "s-b", "s-c"], "base", deadline=0.0, jobs=1)
     assert ("queue", "kill", "s-a") in calls and ("queue", "remove", "s-b") in calls
+
+
+def test_queued_experiments_with_no_running_worker_get_workers_started_again(monkeypatch):
+    from fashionbench import study
+
+    polls = iter([{"s-a": {"state": "queued", "rev": "r", "metrics": {}}},
+                  {"s-a": {"state": "success", "rev": "r", "metrics": {}}}])
+    monkeypatch.setattr(study, "shown_experiments", lambda baseline: next(polls))
+    calls = []
+    monkeypatch.setattr(study, "dvc", lambda *args, check=True: calls.append(args))
+    study.wait_for_experiments(["s-a"], "base", deadline=float("inf"), jobs=2, poll_seconds=0)
+    assert calls == [("queue", "start", "--jobs", "2")]
 
 
 def test_a_study_whose_report_fails_exits_non_zero_with_one_line(monkeypatch, capsys):

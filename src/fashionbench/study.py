@@ -131,13 +131,22 @@ def shown_experiments(baseline: str) -> dict[str, dict]:
     return found
 
 
-def wait_for_experiments(names: list[str], baseline: str, deadline: float, poll_seconds: float = 5.0) -> None:
-    """Until none of `names` is queued or running; past the deadline, stop them and fail."""
+def wait_for_experiments(names: list[str], baseline: str, deadline: float, jobs: int = 1,
+                         poll_seconds: float = 5.0) -> None:
+    """Until none of `names` is queued or running; past the deadline, stop them and fail.
+
+    Queued experiments with fewer than `jobs` running get their workers started again: a
+    queue worker can go away (one that receives a `dvc queue stop` left in DVC's broker exits
+    after its first task), and the queue would then wait for ever.
+    """
     while True:
         states = {n: e["state"] for n, e in shown_experiments(baseline).items() if n in names}
         pending = [n for n in names if states.get(n) in ("queued", "running")]
         if not pending:
             return
+        running = sum(states[n] == "running" for n in pending)
+        if running < jobs and running < len(pending):
+            dvc("queue", "start", "--jobs", str(jobs), check=False)  # starts only the missing workers
         if time.monotonic() > deadline:
             dvc("queue", "kill", *[n for n in pending if states[n] == "running"], check=False)
             dvc("queue", "remove", *[n for n in pending if states[n] == "queued"], check=False)
@@ -199,7 +208,7 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         deadline = time.monotonic() + timeout_hours * 3600
         queued = queue_study(name, study, grid, seeds, extra or [])
         dvc("queue", "start", "--jobs", str(jobs))
-        wait_for_experiments([exp for exp, _ in queued], baseline, deadline)
+        wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
     result = collect(name, study, grid, queued, seeds, wall, baseline)
     failed = [c["experiment"] for c in result["cells"] if any(r["metrics"] is None for r in c["runs"].values())]
