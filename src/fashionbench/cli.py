@@ -1,21 +1,27 @@
-"""`fashionbench` command: `fashionbench study <name>` (more subcommands may follow)."""
+"""`fashionbench` command: `study` (the seeds' studies as DVC experiments) and `predict` (image files)."""
 from __future__ import annotations
 
 import sys
+
+COMMANDS = {
+    "study": "fashionbench.study",
+    "predict": "fashionbench.predict",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: fashionbench study [--list] <name> [options]\n"
+              "       fashionbench predict PATH... [--run NAME | --model-uri URI] [--json]\n"
               "  the pipeline itself runs with `dvc repro`; see README.md")
         return 0
-    if argv[0] == "study":
-        from fashionbench.study import main as study_main
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}, expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from importlib import import_module
 
-        return study_main(argv[1:])
-    print(f"error: unknown command {argv[0]!r}, expected: study", file=sys.stderr)
-    return 2
+    return import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":

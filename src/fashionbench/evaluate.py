@@ -129,9 +129,7 @@ def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
     run_id = result["trained"].get("mlflow_run_id")
     if not run_id:
         return
-    from fashionbench.tracking import RunTracker
-
-    from fashionbench.tracking import ended_on_failure
+    from fashionbench.tracking import RunTracker, ended_on_failure
 
     with ended_on_failure(RunTracker.resume(run_id)) as tracker:
         log_evaluation(tracker, cfg, result, figure_paths)
@@ -147,6 +145,9 @@ def log_evaluation(tracker, cfg: dict, result: dict, figure_paths: list) -> None
         tracker.log_artifact(path, "figures")
     tracker.log_artifact(metrics_path(cfg["name"]), "metrics")
     tracker.log_artifact(evaluation_path(cfg["name"]), "evaluation")
+    version, champion = tracker.register_model(cfg["name"], cfg["dataset"], m["test_accuracy"])
+    print(f"{cfg['name']}: registered as fashionbench-{cfg['name']} version {version}"
+          + (" (@champion)" if champion else ""))
     tracker.end()
 
 

@@ -379,6 +379,18 @@ class RunTracker:
                                             pip_requirements=reqs)
         self.set_tags({"model_uri": info.model_uri})  # what evaluate registers (models:/m-<id>)
 
+    def register_model(self, run: str, dataset: str, test_accuracy: float) -> tuple[str, bool]:
+        """This run's logged model as a new version of `fashionbench-<run>`, tagged with its DVC
+        experiment, git commit and test accuracy; `champion` if it is the dataset's best.
+        Returns (version, whether it is the champion)."""
+        from fashionbench import registry
+
+        tags = self.client.get_run(self.run_id).data.tags
+        with store_lock():  # one registration at a time: the champion check reads, then writes
+            version = registry.register_version(self.client, self.run_id, run, dataset, test_accuracy,
+                                                {k: tags.get(k, "") for k in ("dvc_exp_name", "git_commit")})
+            return version, registry.crown_if_best(self.client, run, version, dataset, test_accuracy)
+
     def end(self, status: str = "FINISHED") -> None:
         """End this run and any child still open with `status` (FINISHED, FAILED or KILLED)."""
         for child in self.open_children:
