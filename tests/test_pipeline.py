@@ -60,7 +60,13 @@ def test_exp_run_with_a_new_lr_is_logged_with_that_lr(repo):
     root, _ = repo
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-q", "-m", "baseline")
-    run(root, "dvc", "exp", "run", "-n", "lowlr", "-S", "lr=0.0001")
+    result = run(root, "dvc", "exp", "run", "-n", "lowlr", "-S", "lr=0.0001", check=False)
+    if result.returncode and "Failed to reproduce experiment" in result.stdout + result.stderr:
+        # Seen once in the whole suite on CI, never alone: every stage had run and DVC's own commit of
+        # the experiment failed ("'NoneType' object is not subscriptable"). The stages are up to date
+        # then, so the rerun only commits; -v keeps DVC's traceback if it fails again.
+        result = run(root, "dvc", "exp", "run", "-v", "-n", "lowlr", "-S", "lr=0.0001")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
     assert "lowlr" in json.dumps(shown)
     logged = mlflow_runs(root, dvc_exp_name="lowlr")
