@@ -5,6 +5,7 @@ import stat
 import pytest
 import torch
 
+from conftest import REPO
 from fashionbench import download, preprocess
 from fashionbench.models import build_model
 from fashionbench.outputs import prepared_path, read_tensors, write_json, write_tensors
@@ -22,7 +23,7 @@ def test_written_files_get_the_permissions_the_umask_asks_for(tmp_path, umask, m
 
 def test_prepared_data_written_twice_from_the_same_files_are_the_same_bytes(fake_mirror, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text((__import__("conftest").REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     assert download.main(["mnist"]) == 0
     assert preprocess.main(["mnist"]) == 0
     first = prepared_path("mnist").read_bytes()
