@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
-	@echo "Report: plots/report.md   Figures: plots/   Metrics: metrics/   (dvc exp show, dvc plots show)"
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
+	@echo "Report: plots/report.md   Figures: plots/   Metrics: metrics/   (fashionbench compare, dvc plots show)"
+	@$(BIN)/python -m fashionbench.tracking
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

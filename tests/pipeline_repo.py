@@ -52,6 +52,7 @@ def make_repo(root: Path, params: dict) -> Path:
     git(root, "config", "user.name", "test")
     run(root, "dvc", "init", "-q")
     run(root, "dvc", "config", "core.analytics", "false")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "pipeline")
     return root

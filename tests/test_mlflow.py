@@ -128,28 +128,30 @@ def test_server_run_has_the_params_tags_and_one_curve_point_per_epoch(server_log
     client, r, root = server_logged["client"], server_logged["run"], server_logged["root"]
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()  # all on the server
     assert server_logged["trained"]["mlflow_run_id"] == r.info.run_id  # evaluate logs into training's run
-    assert r.info.run_name == RUN and r.info.status == "FINISHED"
+    assert r.info.run_name == f"workspace/{RUN}" and r.info.status == "FINISHED"
     assert r.data.params["model"] == "mlp_64" and r.data.params["lr"] == "0.001" and r.data.params["epochs"] == "2"
     head = run(root, "git", "rev-parse", "HEAD").stdout.strip()
     tags = ("git_commit", "dvc_exp_name", "dataset", "model", "status", "precision")
     assert {k: r.data.tags[k] for k in tags} == {
         "git_commit": head, "dvc_exp_name": "workspace", "dataset": "fashion_mnist", "model": "mlp_64",
         "status": "completed", "precision": "float32"}
-    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+    assert set(r.data.metrics) == {f"{s}/{m}" for s in ("train", "val", "test") for m in ("loss", "accuracy")}
+    for name in r.data.metrics:
         assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [1, 2], name
-    assert {"test_accuracy", "test_loss", "test_accuracy_Shirt", "train_seconds", "parameters"} <= set(r.data.metrics)
+    assert {"parameters", "train_seconds"} <= set(r.data.params)
     metrics = json.loads((root / "metrics" / f"{RUN}.json").read_text())
-    assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert r.data.metrics["test/accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
 @pytest.mark.slow
 def test_server_run_has_the_figures_and_evaluation_uploaded_and_the_dataset(server_logged):
     client, r, exp = server_logged["client"], server_logged["run"], server_logged["exp"]
     assert exp.artifact_location.startswith("mlflow-artifacts:/")  # the server stores the artifacts
-    assert {a.path for a in client.list_artifacts(r.info.run_id, "figures")} == {
-        "figures/curves.png", "figures/confusion.png", "figures/misclassified.png"}
+    assert {a.path for a in client.list_artifacts(r.info.run_id) if not a.is_dir} == {
+        "curves.png", "confusion.png", "misclassified.png", "per_class_accuracy.json", "metrics.json",
+        "evaluation.json"}
     assert any((server_logged["server_dir"] / "artifacts").rglob("curves.png"))
-    local = client.download_artifacts(r.info.run_id, f"evaluation/{RUN}.json", str(server_logged["base"] / "dl"))
+    local = client.download_artifacts(r.info.run_id, "evaluation.json", str(server_logged["base"] / "dl"))
     details = json.loads((server_logged["root"] / "plots" / "eval" / f"{RUN}.json").read_text())
     assert json.loads(Path(local).read_text()) == details
     [ds_input] = r.inputs.dataset_inputs
@@ -161,13 +163,8 @@ def test_server_run_has_the_figures_and_evaluation_uploaded_and_the_dataset(serv
 def test_server_run_keeps_the_metrics_file_beside_the_evaluation_details(server_logged):
     client, r, root = server_logged["client"], server_logged["run"], server_logged["root"]
     metrics = json.loads((root / "metrics" / f"{RUN}.json").read_text())
-    found = []
-    for folder in ("", "evaluation", "metrics", "evaluation/metrics"):
-        for a in client.list_artifacts(r.info.run_id, folder or None):
-            if not a.is_dir and a.path.endswith(".json"):
-                local = client.download_artifacts(r.info.run_id, a.path, str(server_logged["base"] / "dl2"))
-                found.append(json.loads(Path(local).read_text()))
-    assert metrics in found
+    local = client.download_artifacts(r.info.run_id, "metrics.json", str(server_logged["base"] / "dl2"))
+    assert json.loads(Path(local).read_text()) == metrics
 
 
 @pytest.mark.slow
@@ -264,11 +261,10 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
     assert len(runs) == 3
     for name, lr in lr_of.items():
         [r] = mlflow_runs(root, dvc_exp_name=name)
-        assert r.info.run_name == RUN and r.info.status == "FINISHED"
+        assert r.info.run_name == f"{name}/{RUN}" and r.info.status == "FINISHED"
         assert r.data.params["lr"] == lr
         assert r.data.tags["git_commit"] == baseline and r.data.tags["status"] == "completed"
-        assert {"train_loss", "val_accuracy", "test_accuracy", "test_accuracy_Shirt", "train_seconds"} \
-            <= set(r.data.metrics)
+        assert {"train/loss", "val/accuracy", "test/accuracy"} <= set(r.data.metrics)
         assert r.info.artifact_uri.startswith((root / "mlartifacts").as_uri() + "/")
     shown = run(root, "dvc", "exp", "show", "--json").stdout
     assert all(name in shown for name in lr_of)
@@ -295,7 +291,7 @@ def test_processes_racing_on_a_fresh_sqlite_store_all_log_complete_runs(tmp_path
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
     runs = mlflow_runs(tmp_path)
-    assert sorted(r.info.run_name for r in runs) == ["r0", "r1", "r2", "r3"]
+    assert sorted(r.info.run_name for r in runs) == [f"workspace/r{i}" for i in range(4)]
     assert all(len(r.data.metrics) == 1 and r.info.status == "FINISHED" for r in runs)
 
 

@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` and `dvc exp run` on small generated data."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -46,14 +47,54 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in again.stdout
 
 
-def test_each_trained_run_is_one_mlflow_run_with_params_curves_and_artifacts(repo):
+def test_each_trained_run_is_one_mlflow_run_named_after_its_experiment(repo):
     root, _ = repo
     runs = {r.info.run_name: r for r in mlflow_runs(root, dvc_exp_name="workspace")}
-    assert set(runs) == set(RUNS)
-    r = runs["mlp_64-fashion_mnist"]
+    assert set(runs) == {f"workspace/{name}" for name in RUNS}
+    r = runs["workspace/mlp_64-fashion_mnist"]
     assert r.data.params["model"] == "mlp_64" and r.data.params["lr"] == "0.001"
-    assert {"test_accuracy", "val_accuracy", "train_loss", "test_accuracy_Shirt"} <= set(r.data.metrics)
     assert r.data.tags["status"] == "completed" and r.info.status == "FINISHED"
+
+
+def test_mlflow_metrics_are_grouped_curves_and_static_numbers_are_params(repo):
+    import mlflow
+
+    root, _ = repo
+    [r] = mlflow_runs(root, dvc_exp_name="workspace", dvc_run="mlp_64-fashion_mnist")
+    assert set(r.data.metrics) == {f"{split}/{name}" for split in ("train", "val", "test")
+                                   for name in ("loss", "accuracy")}
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    for key in r.data.metrics:
+        assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == [1], key  # one point per epoch
+    metrics = json.loads((root / "metrics" / "mlp_64-fashion_mnist.json").read_text())
+    assert r.data.metrics["test/accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert int(r.data.params["parameters"]) > 0 and float(r.data.params["train_seconds"]) > 0
+
+
+def test_per_class_accuracy_is_one_table_artifact_beside_the_figures(repo):
+    import mlflow
+
+    root, _ = repo
+    [r] = mlflow_runs(root, dvc_exp_name="workspace", dvc_run="mlp_64-fashion_mnist")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    listed = {a.path for a in client.list_artifacts(r.info.run_id)}  # the root: what the UI's compare view shows
+    assert {"per_class_accuracy.json", "curves.png", "confusion.png", "metrics.json"} <= listed
+    table = json.loads(Path(client.download_artifacts(r.info.run_id, "per_class_accuracy.json",
+                                                      str(root.parent / "dl"))).read_text())
+    assert table["columns"] == ["class", "test accuracy"] and len(table["data"]) == 10
+    details = json.loads((root / "plots" / "eval" / "mlp_64-fashion_mnist.json").read_text())
+    assert [row[1] for row in table["data"]] == [round(a, 4) for a in details["per_class_accuracy"]]
+
+
+def test_dvc_plots_draw_one_learning_curve_per_run_with_named_axes_and_splits_in_colour(repo):
+    root, _ = repo
+    shown = json.loads(run(root, "dvc", "plots", "show", "--json").stdout)["data"]
+    curves = sorted(path for path in shown if path.startswith("plots/history/"))
+    assert curves == sorted(f"plots/history/{name}.csv" for name in RUNS)
+    spec = shown["plots/history/mlp_64-fashion_mnist.csv"][0]["content"]
+    assert spec["title"] == "mlp_64-fashion_mnist"
+    assert spec["encoding"]["x"]["title"] == "epoch" and spec["encoding"]["y"]["title"] == "accuracy (%)"
+    assert spec["encoding"]["color"]["field"] == "split"
 
 
 def test_exp_run_with_a_new_lr_is_logged_with_that_lr(repo):
@@ -70,5 +111,38 @@ def test_exp_run_with_a_new_lr_is_logged_with_that_lr(repo):
     shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
     assert "lowlr" in json.dumps(shown)
     logged = mlflow_runs(root, dvc_exp_name="lowlr")
-    assert sorted(r.info.run_name for r in logged) == sorted(RUNS)
+    assert sorted(r.info.run_name for r in logged) == sorted(f"lowlr/{name}" for name in RUNS)
     assert all(r.data.params["lr"] == "0.0001" for r in logged)
+
+
+def test_compare_shows_each_run_across_two_experiments_with_the_seed_and_baseline(repo):
+    root, _ = repo
+    run(root, "dvc", "exp", "run", "-n", "bigbatch", "-S", "batch_size=64")
+    out = run(root, "python", "-m", "fashionbench.cli", "compare").stdout
+    lines = out.splitlines()
+    header = lines[1].split()
+    assert header[:4] == ["run", "seed", "write-up", "baseline"] and header[-2:] == ["lowlr", "bigbatch"]
+    commits = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
+    commit = next(c for c in commits if c["rev"] != "workspace")  # the baseline, HEAD
+
+    def accuracy(entry):
+        return 100 * entry["data"]["metrics"]["metrics/mlp_64-fashion_mnist.json"]["data"]["test_accuracy"]
+
+    low = next(e["revs"][0] for e in commit["experiments"] if e["name"] == "lowlr")
+    base, low = accuracy(commit), accuracy(low)
+    cells = next(line for line in lines if line.startswith("mlp_64-fashion_mnist")).split()
+    assert len(cells) == 7  # run, seed write-up, baseline, then value and difference per experiment
+    assert cells[1:5] == ["87.10", f"{base:.2f}", f"{low:.2f}", f"({low - base:+.2f})"]
+    assert max(map(len, lines)) <= 120
+
+
+def test_a_run_removed_from_params_leaves_dvc_plots_with_it(repo):
+    import yaml
+
+    root, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    del params["runs"]["lenet5_modern-mnist"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shown = json.loads(run(root, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert (root / "plots" / "history" / "lenet5_modern-mnist.csv").is_file()  # the file is still there,
+    assert [p for p in shown if p.startswith("plots/history/")] == ["plots/history/mlp_64-fashion_mnist.csv"]  # not drawn

@@ -1,7 +1,6 @@
 """No MLflow run is left RUNNING: exceptions end runs as FAILED, SIGTERM/SIGINT as KILLED,
 and a run left by SIGKILL is marked KILLED by the next start of the same DVC run."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from fashionbench.outputs import resume_dir
 
 RUN = "mlp_64-fashion_mnist"
 SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1]: child runs
+NAME, SEEDS_NAME = f"workspace/{RUN}", f"workspace/{SEEDS_RUN}"  # MLflow run names: <DVC experiment>/<run>
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_an_exception_in_a_seed_ends_the_parent_and_open_child_runs_as_failed(st
     monkeypatch.setattr(train, "train_seed", fail_on_seed_1)
     with pytest.raises(OSError, match="disk full"):
         train.main([SEEDS_RUN])
-    assert statuses(store) == {SEEDS_RUN: "FAILED", f"{SEEDS_RUN}/seed0": "FINISHED", f"{SEEDS_RUN}/seed1": "FAILED"}
+    assert statuses(store) == {SEEDS_NAME: "FAILED", f"{SEEDS_NAME}/seed0": "FINISHED", f"{SEEDS_NAME}/seed1": "FAILED"}
 
 
 def test_an_exception_after_training_ends_the_run_as_failed_and_keeps_the_trained_state(store, monkeypatch):
@@ -62,7 +62,7 @@ def test_an_exception_after_training_ends_the_run_as_failed_and_keeps_the_traine
     monkeypatch.setattr(train, "write_outputs", broken_write)
     with pytest.raises(OSError):
         train.main([RUN])
-    assert statuses(store) == {RUN: "FAILED"}
+    assert statuses(store) == {NAME: "FAILED"}
     assert (resume_dir(RUN) / "seed0.pt").is_file()  # nothing trained is lost: the rerun resumes it
     monkeypatch.setattr(train, "write_outputs", real)
     assert train.main([RUN]) == 0
@@ -79,7 +79,7 @@ def test_an_exception_in_evaluate_ends_the_reopened_run_as_failed(store, monkeyp
     monkeypatch.setattr(evaluate, "log_evaluation", broken_log)
     assert evaluate.main([RUN]) == 1
     assert "artifact store unavailable" in capsys.readouterr().err
-    assert statuses(store) == {RUN: "FAILED"}
+    assert statuses(store) == {NAME: "FAILED"}
 
 
 def start_training(workspace, run: str) -> subprocess.Popen:
@@ -113,7 +113,7 @@ def test_a_stop_signal_ends_the_run_and_its_children_as_killed_and_keeps_the_sta
         proc.kill()
     assert proc.returncode == 128 + sig
     assert f"stopped by {sig.name}" in err
-    assert statuses(store) == {SEEDS_RUN: "KILLED", f"{SEEDS_RUN}/seed0": "KILLED"}
+    assert statuses(store) == {SEEDS_NAME: "KILLED", f"{SEEDS_NAME}/seed0": "KILLED"}
     assert (workspace / resume_dir(SEEDS_RUN) / "seed0.pt").is_file()
 
 

@@ -1,12 +1,11 @@
 """The stage entry points, run in-process in a scratch workspace (no DVC, no MLflow)."""
 import json
-import shutil
 
 import pytest
 import yaml
 
 from conftest import set_run
-from fashionbench import download, evaluate, preprocess, report, train
+from fashionbench import evaluate, preprocess, report, train
 from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, history_path,
                                   metrics_path, read_json, train_summary_path)
 
@@ -33,9 +32,9 @@ def test_train_then_evaluate_writes_every_output(workspace):
     assert checkpoint_path(run, 0).is_file() and history_path(run).is_file()
     assert evaluate.main([run]) == 0
     metrics = read_json(metrics_path(run))
-    assert metrics["status"] == "completed" and 0 <= metrics["test_accuracy"] <= 1
-    assert len(metrics["per_class_accuracy"]) == 10
+    assert 0 <= metrics["test_accuracy"] <= 1
     details = read_json(evaluation_path(run))
+    assert details["status"] == "completed" and len(details["per_class_accuracy"]) == 10
     matrix = details["confusion_matrix"]
     assert len(matrix) == 10 and sum(map(sum, matrix)) == 100
     assert len(details["misclassified_ids"]) == 100 - sum(matrix[i][i] for i in range(10))
@@ -44,13 +43,24 @@ def test_train_then_evaluate_writes_every_output(workspace):
         assert (figures_dir(run) / name).stat().st_size > 1000
 
 
+def test_metrics_file_holds_the_headline_numbers_only(workspace):
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
+    metrics = read_json(metrics_path(run))
+    assert list(metrics) == ["test_accuracy", "test_loss", "val_accuracy", "epochs_run", "train_seconds"]
+    trained = read_json(train_summary_path(run))
+    assert metrics["val_accuracy"] == trained["seeds"][0]["final"]["val_accuracy"]
+    assert metrics["epochs_run"] == 1
+
+
 def test_repeated_seeds_give_mean_std_and_per_seed_values(workspace):
     run = "lenet5_modern-mnist"
     assert train.main([run, "--no-mlflow"]) == 0
     assert evaluate.main([run]) == 0
     metrics = read_json(metrics_path(run))
-    assert metrics["seeds"] == 2 and len(metrics["test_accuracy_per_seed"]) == 2
-    a, b = metrics["test_accuracy_per_seed"]
+    details = read_json(evaluation_path(run))
+    assert details["seeds"] == 2 and len(details["test_accuracy_per_seed"]) == 2
+    a, b = details["test_accuracy_per_seed"]
     assert metrics["test_accuracy"] == pytest.approx((a + b) / 2)
     assert metrics["test_accuracy_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
 
@@ -61,7 +71,8 @@ def test_forced_divergence_ends_with_status_diverged_and_valid_metrics(workspace
     assert train.main([run, "--no-mlflow"]) == 0
     assert evaluate.main([run]) == 0
     metrics = json.loads(metrics_path(run).read_text())  # strict JSON: no NaN
-    assert metrics["status"] == "diverged" and 1 <= metrics["diverged_epoch"] < 5
+    details = json.loads(evaluation_path(run).read_text())
+    assert details["status"] == "diverged" and 1 <= details["diverged_epoch"] < 5
     assert 0 <= metrics["test_accuracy"] <= 1
 
 
@@ -93,6 +104,43 @@ def test_report_puts_the_seed_number_beside_ours(workspace):
     row = next(line for line in text.splitlines() if line.startswith("| mlp_64-fashion_mnist"))
     assert "| 000 |" in row and "| 87.10 |" in row and f"{ours:.2f}" in row and f"{ours - 87.1:+.2f}" in row
     assert (workspace / "plots" / "comparison.png").stat().st_size > 1000
+    assert "Smoke settings" not in text
+
+
+def test_report_says_when_smoke_settings_cut_training_short(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params.update(epochs=3, max_epochs=1)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
+    assert report.main([]) == 0
+    text = (workspace / "plots" / "report.md").read_text()
+    assert "**Smoke settings are on (max_epochs=1" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {run}"))
+    assert row.endswith("(smoke settings) |")
+
+
+@pytest.mark.parametrize("change, banner", [
+    ({"max_epochs": 5}, None),  # above every run's epochs (1 here): cuts nothing
+    ({"preprocess": {"val_fraction": 0.1, "split_seed": 0, "max_train": 50, "max_test": None}},
+     "**Smoke settings are on (preprocess.max_train=50)"),
+])
+def test_the_smoke_banner_names_only_settings_that_cut_training(workspace, change, banner):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params.update(change)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert report.main([]) == 0
+    text = (workspace / "plots" / "report.md").read_text()
+    assert (banner in text) if banner else ("Smoke settings" not in text)
+
+
+def test_a_metrics_file_without_its_details_still_gets_its_row(workspace):
+    run = "mlp_64-fashion_mnist"
+    assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
+    evaluation_path(run).unlink()
+    assert report.main([]) == 0
+    text = (workspace / "plots" / "report.md").read_text()
+    assert next(line for line in text.splitlines() if line.startswith(f"| {run}"))
 
 
 def test_val_fraction_zero_trains_on_every_image_with_no_validation_curves(workspace):
@@ -107,6 +155,7 @@ def test_val_fraction_zero_trains_on_every_image_with_no_validation_curves(works
     assert "val_" not in header and "test_accuracy" in header
     assert evaluate.main([run]) == 0
     assert (figures_dir(run) / "curves.png").stat().st_size > 1000
+    assert "val_accuracy" not in read_json(metrics_path(run))
     assert 0 <= read_json(metrics_path(run))["test_accuracy"] <= 1
 
 
@@ -115,7 +164,7 @@ def test_evaluate_rebuilds_the_model_train_json_records_not_todays_params(worksp
     assert train.main([run, "--no-mlflow"]) == 0
     set_run(workspace, run, width=128)  # params.yaml now asks for another model; not trained yet
     assert evaluate.main([run]) == 0
-    assert read_json(metrics_path(run))["parameters"] == read_json(train_summary_path(run))["parameters"]
+    assert read_json(evaluation_path(run))["parameters"] == read_json(train_summary_path(run))["parameters"]
 
 
 def test_a_successful_training_leaves_no_resume_state(workspace):

@@ -76,18 +76,14 @@ def test_a_study_whose_report_fails_exits_non_zero_with_one_line(monkeypatch, ca
         "error: dvc repro --single-item report ... failed: ERROR: failed to reproduce 'report'")
 
 
-def test_experiments_are_read_from_dvc_exp_show_json(monkeypatch):
-    from fashionbench import study
+def test_experiments_are_read_from_dvc_exp_show_json():
+    from fashionbench.experiments import experiments_of
 
-    shown = [{"rev": "base", "name": "main", "experiments": [
+    commit = {"rev": "base", "name": "main", "experiments": [
         {"name": "s-a", "executor": {"state": "success"}, "revs": [
             {"rev": "abc", "name": "s-a", "data": {"metrics": {"metrics/r.json": {"data": {"test_accuracy": 0.9}}}}}]},
-        {"name": "s-b", "executor": None, "revs": [{"rev": "def", "name": "s-b", "error": {"msg": "x"}, "data": None}]}]}]
-
-    class Done:
-        stdout = json.dumps(shown)
-
-    monkeypatch.setattr(study, "dvc", lambda *args, check=True: Done)
-    assert study.shown_experiments("base") == {
+        {"name": "s-b", "executor": None, "revs": [{"rev": "def", "name": "s-b", "error": {"msg": "x"}, "data": None}]}]}
+    found = {e["name"]: {k: e[k] for k in ("state", "rev", "metrics")} for e in experiments_of(commit)}
+    assert found == {
         "s-a": {"state": "success", "rev": "abc", "metrics": {"metrics/r.json": {"test_accuracy": 0.9}}},
         "s-b": {"state": "failed", "rev": "def", "metrics": {}}}

@@ -1,9 +1,11 @@
-"""`fashionbench` command: `study` (the seeds' studies as DVC experiments) and `predict` (image files)."""
+"""`fashionbench` command: `compare` (DVC experiments side by side), `study` (the seeds' studies as
+DVC experiments) and `predict` (image files)."""
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "compare": "fashionbench.compare",
     "study": "fashionbench.study",
     "predict": "fashionbench.predict",
 }
@@ -12,7 +14,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: fashionbench study [--list] <name> [options]\n"
+        print("usage: fashionbench compare [EXPERIMENT...] [--metric NAME] [--rev REV]\n"
+              "       fashionbench study [--list] <name> [options]\n"
               "       fashionbench predict PATH... [--run NAME | --model-uri URI] [--json]\n"
               "  the pipeline itself runs with `dvc repro`; see README.md")
         return 0

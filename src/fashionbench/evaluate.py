@@ -1,7 +1,7 @@
 """DVC stage `evaluate@<run>`: test metrics, confusion matrix, misclassified images, figures.
 
-Writes metrics/<run>.json (DVC metrics), plots/eval/<run>.json (confusion matrix,
-per-class accuracy, misclassified test ids), plots/confusion/<run>.csv (DVC confusion
+Writes metrics/<run>.json (DVC metrics: the headline numbers only), plots/eval/<run>.json
+(status, per-seed accuracies, confusion matrix, per-class accuracy, misclassified test ids), plots/confusion/<run>.csv (DVC confusion
 plot), plots/runs/<run>/*.png; and logs all of it into the run's MLflow run.
 The model is rebuilt from the config that train.json records (what was trained),
 not from today's params.yaml.
@@ -73,32 +73,35 @@ def evaluate_run(cfg: dict, device, trained: dict) -> dict:
     matrix = confusion_matrix(true, first["pred"])
     wrong = np.flatnonzero(first["pred"] != true)
     accs = [s["accuracy"] for s in per_seed]
-    mean, std = mean_std(accs)
-    names = CLASS_NAMES[cfg["dataset"]]
-    per_class = per_class_accuracy(matrix)
-    metrics = {
-        "run": cfg["name"], "model": cfg["model"], "dataset": cfg["dataset"],
-        "status": trained["status"],
-        "diverged_epoch": min((s["diverged_epoch"] for s in trained["seeds"] if s["diverged_epoch"]), default=None),
-        "test_accuracy": mean,
-        "test_accuracy_std": std,
-        "test_accuracy_per_seed": accs,
-        "seeds": len(accs),
-        "test_loss": float(np.mean([s["loss"] for s in per_seed])),
-        "epochs_run": trained["seeds"][0]["epochs_run"],
-        "parameters": trained["parameters"],
-        "train_seconds": trained["train_seconds"],
-        "per_class_accuracy": dict(zip(names, per_class)),
-    }
-    details = {
-        "run": cfg["name"], "class_names": names, "seed": first["seed"],
-        "confusion_matrix": matrix.tolist(), "per_class_accuracy": per_class,
-        "misclassified_ids": wrong.tolist(),
-        "misclassified_predictions": first["pred"][wrong].tolist(),
-    }
-    return {"metrics": metrics, "details": details, "trained": trained, "true": true,
-            "pred": first["pred"], "images": images.cpu().numpy()}
+    return {"metrics": headline_metrics(trained, accs, [s["loss"] for s in per_seed]),
+            "details": {
+                "run": cfg["name"], "model": cfg["model"], "dataset": cfg["dataset"],
+                "status": trained["status"],
+                "diverged_epoch": min((s["diverged_epoch"] for s in trained["seeds"] if s["diverged_epoch"]),
+                                      default=None),
+                "seeds": len(accs), "test_accuracy_per_seed": accs, "parameters": trained["parameters"],
+                "class_names": CLASS_NAMES[cfg["dataset"]], "seed": first["seed"],
+                "confusion_matrix": matrix.tolist(), "per_class_accuracy": per_class_accuracy(matrix),
+                "misclassified_ids": wrong.tolist(),
+                "misclassified_predictions": first["pred"][wrong].tolist(),
+            },
+            "trained": trained, "true": true, "pred": first["pred"], "images": images.cpu().numpy()}
 
+
+def headline_metrics(trained: dict, test_accuracies: list[float], test_losses: list[float]) -> dict:
+    """metrics/<run>.json: only what answers "which variant is better", so `dvc exp show` and
+    `fashionbench compare` stay readable; everything else goes to plots/eval/<run>.json."""
+    mean, std = mean_std(test_accuracies)
+    metrics = {"test_accuracy": mean}
+    if len(test_accuracies) > 1:
+        metrics["test_accuracy_std"] = std
+    metrics["test_loss"] = float(np.mean(test_losses))
+    val = [s["final"]["val_accuracy"] for s in trained["seeds"] if "val_accuracy" in s["final"]]
+    if val:  # none when the run trains on every image (val_fraction 0)
+        metrics["val_accuracy"] = mean_std(val)[0]
+    metrics["epochs_run"] = trained["seeds"][0]["epochs_run"]
+    metrics["train_seconds"] = trained["train_seconds"]
+    return metrics
 
 
 def write_outputs(cfg: dict, result: dict) -> list:
@@ -114,7 +117,7 @@ def write_outputs(cfg: dict, result: dict) -> list:
     history = result["trained"]["history"][str(cfg["seeds"][0])]
     acc = 100 * result["metrics"]["test_accuracy"]
     paths = [out / "curves.png", out / "confusion.png", out / "misclassified.png"]
-    figures.learning_curves(history, f"{name} ({result['metrics']['status']})", paths[0])
+    figures.learning_curves(history, f"{name} ({result['details']['status']})", paths[0])
     figures.confusion_figure(np.array(result["details"]["confusion_matrix"]), names,
                              f"{name}: test accuracy {acc:.2f}%", paths[1])
     ids = result["details"]["misclassified_ids"][:GALLERY_SIZE]
@@ -136,15 +139,26 @@ def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
 
 
 def log_evaluation(tracker, cfg: dict, result: dict, figure_paths: list) -> None:
-    m = result["metrics"]
-    scalars = {k: m[k] for k in ("test_accuracy", "test_accuracy_std", "test_loss")}
-    scalars.update({f"test_accuracy_{n.replace('/', '_').replace(' ', '_')}": v
-                    for n, v in m["per_class_accuracy"].items()})
-    tracker.log_metrics(scalars, step=m["epochs_run"])
+    """The evaluation's part of the run: summary metrics (only where training logged no curve),
+    the per-class accuracy as one table, the figures and files; then the model's registration."""
+    m, details = result["metrics"], result["details"]
+    # The parent of the seeds' runs has no per-epoch curve of its own: the summary, once (a re-run
+    # of evaluate would log a second point at the same step).
+    if details["seeds"] > 1 and not tracker.has_metric("test/accuracy"):
+        summary = {"test/accuracy": m["test_accuracy"], "test/accuracy_std": m["test_accuracy_std"],
+                   "test/loss": m["test_loss"]}
+        if "val_accuracy" in m:
+            summary["val/accuracy"] = m["val_accuracy"]
+        tracker.log_metrics(summary, step=m["epochs_run"])
+    # At the artifact root under the same names in every run: the UI's compare view shows only
+    # the root files that all compared runs have, side by side.
+    tracker.log_table({"class": details["class_names"],
+                       "test accuracy": [round(a, 4) for a in details["per_class_accuracy"]]},
+                      "per_class_accuracy.json")
     for path in figure_paths:
-        tracker.log_artifact(path, "figures")
-    tracker.log_artifact(metrics_path(cfg["name"]), "metrics")
-    tracker.log_artifact(evaluation_path(cfg["name"]), "evaluation")
+        tracker.log_artifact(path)
+    tracker.log_artifact_as(metrics_path(cfg["name"]), "metrics.json")
+    tracker.log_artifact_as(evaluation_path(cfg["name"]), "evaluation.json")
     version, champion = tracker.register_model(cfg["name"], cfg["dataset"], m["test_accuracy"])
     print(f"{cfg['name']}: registered as fashionbench-{cfg['name']} version {version}"
           + (" (@champion)" if champion else ""))
@@ -173,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as stop:
         print(f"{args.run}: evaluation stopped by {stop}", file=sys.stderr)
         return stop.exit_code
-    m = result["metrics"]
+    m, details = result["metrics"], result["details"]
     print(f"{cfg['name']}: test accuracy {100 * m['test_accuracy']:.2f}% "
-          f"(± {100 * m['test_accuracy_std']:.2f}, {m['seeds']} seed(s)), loss {m['test_loss']:.4f}, {m['status']}")
+          f"(± {100 * m.get('test_accuracy_std', 0.0):.2f}, {details['seeds']} seed(s)), "
+          f"loss {m['test_loss']:.4f}, {details['status']}")
     return 0
 
 

@@ -70,26 +70,56 @@ def misclassified_gallery(images: np.ndarray, true: list[int], pred: list[int], 
 
 
 def comparison_chart(rows: list[dict], dest: Path) -> None:
-    """All runs side by side: test accuracy, parameter count, training time."""
-    names = [r["run"] for r in rows]
-    y = np.arange(len(rows))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(rows) + 1.5), sharey=True)
-    panels = (
-        ("test accuracy (%)", [100 * r["test_accuracy"] for r in rows], [100 * r.get("test_accuracy_std", 0) for r in rows]),
-        ("parameters", [r["parameters"] for r in rows], None),
-        ("training time (s)", [r["train_seconds"] for r in rows], None),
-    )
-    for ax, (label, values, err) in zip(axes, panels):
-        ax.barh(y, values, xerr=err, color="tab:blue", alpha=0.8)
-        ax.set(xlabel=label)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(y, names)
-    accs = panels[0][1]
-    finite = [a for a in accs if a == a]
-    if finite:
-        axes[0].set_xlim(max(0, min(finite) - 5), 100)
-    axes[1].set_xscale("log")
-    fig.suptitle("fashionbench: all runs")
+    """Every run, one row per dataset: test accuracy beside the seed's number (left), and test
+    accuracy against training time, the accuracy/cost trade-off (right).
+
+    Each row is a dict with run, dataset, test_accuracy, test_accuracy_std, train_seconds and,
+    where the seed reported one, seed_accuracy and seed_pm (all accuracies in %). Dots, not
+    bars: the accuracy axis need not start at zero, so it spans the values themselves.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows)) or ["none"]
+    counts = [max(2, sum(r["dataset"] == d for r in rows)) for d in datasets]
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(13, 0.42 * sum(counts) + 1.6 * len(datasets)),
+                             gridspec_kw={"height_ratios": counts, "width_ratios": [1.15, 1]}, squeeze=False)
+    seconds = [r["train_seconds"] for r in rows if r["train_seconds"] > 0]
+    for row, ((ax_acc, ax_time), dataset) in enumerate(zip(axes, datasets)):
+        own = [r for r in rows if r["dataset"] == dataset]
+        y = np.arange(len(own))[::-1]
+        ours = [r["test_accuracy"] for r in own]
+        ax_acc.errorbar(ours, y, xerr=[r.get("test_accuracy_std") or 0 for r in own], fmt="o", color="tab:blue",
+                        capsize=3, label="ours (± std over seeds)")
+        seeds = [(yy, r["seed_accuracy"], r.get("seed_pm") or 0) for yy, r in zip(y, own)
+                 if r.get("seed_accuracy") is not None]
+        if seeds:
+            ax_acc.errorbar([s[1] for s in seeds], [s[0] - 0.22 for s in seeds], xerr=[s[2] for s in seeds],
+                            fmt="D", color="tab:orange", capsize=3, label="the seed's write-up (± its own)")
+        ax_acc.set_yticks(y, [r["run"] for r in own])
+        values = [v for v in ours + [s[1] for s in seeds] if v == v]
+        if values:
+            ax_acc.set_xlim(min(values) - 2, min(100, max(values) + 1.5))
+        ax_acc.set(xlabel="test accuracy (%)", title=dataset)
+        ax_acc.grid(axis="x", alpha=0.3)
+        if row == 0:
+            ax_acc.legend(loc="best", fontsize=8)
+        ax_time.scatter([r["train_seconds"] for r in own], ours, color="tab:blue")
+        for r, acc in zip(own, ours):
+            ax_time.annotate(r["run"].rsplit("-", 1)[0], (r["train_seconds"], acc), fontsize=7,
+                             xytext=(4, 3), textcoords="offset points")
+        ax_time.set_xscale("log")
+        if seconds:  # one time axis for every dataset, at least a decade wide
+            ax_time.set_xlim(min(seconds) / 1.6, max(max(seconds) * 1.6, min(seconds) * 10))
+        # Major ticks only, labelled in plain seconds: minor labels on a log axis overlap.
+        ax_time.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_time.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_time.xaxis.set_minor_formatter(NullFormatter())
+        ax_time.set(xlabel="training time (s, log scale)", ylabel="test accuracy (%)",
+                    title=f"{dataset}: accuracy against training time")
+        ax_time.grid(alpha=0.3)
+        ax_time.margins(y=0.3)  # room for the labels of a row of two runs
+    fig.suptitle("fashionbench: every run beside its seed")
+    fig.tight_layout()
     save(fig, dest)
 
 

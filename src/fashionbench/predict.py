@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fashionbench.datasets import CLASS_NAMES, DataError, known_datasets, parse_idx, read_idx_bytes
-from fashionbench.outputs import METRICS_DIR, read_json
+from fashionbench.outputs import METRICS_DIR, evaluation_path, read_json
 
 # How big the object is drawn in the 28x28 frame, as each dataset was made: Fashion-MNIST
 # resized each product's longest edge to 28; MNIST fitted each digit into a 20x20 box.
@@ -117,12 +117,14 @@ def read_pictures(paths: list[str], invert: str, dataset: str) -> list[Picture]:
 
 
 def best_run(dataset: str, metrics_dir: Path = METRICS_DIR) -> str:
-    """The evaluated run with the best test accuracy on `dataset`."""
+    """The evaluated run with the best test accuracy on `dataset` (its dataset: plots/eval/<run>.json)."""
     scored = []
     for path in sorted(metrics_dir.glob("*.json")):
         m = read_json(path)
-        if m.get("dataset") == dataset and isinstance(m.get("test_accuracy"), (int, float)):
-            scored.append((m["test_accuracy"], m["run"]))
+        details = evaluation_path(path.stem)
+        if (isinstance(m.get("test_accuracy"), (int, float)) and details.is_file()
+                and read_json(details).get("dataset") == dataset):
+            scored.append((m["test_accuracy"], path.stem))
     if not scored:
         raise PredictError(f"{metrics_dir}: no evaluated run on {dataset}; run `dvc repro` first, or pass --run")
     return max(scored)[1]

@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from fashionbench.experiments import ExperimentsError, dvc, exp_show, experiments_of, run_result
 from fashionbench.outputs import evaluation_path, metrics_path, study_path, write_json
 
 DEFAULT_TIMEOUT_HOURS = 12.0
@@ -48,7 +48,7 @@ STUDIES = {
 }
 
 
-class StudyError(Exception):
+class StudyError(ExperimentsError):
     pass
 
 
@@ -82,20 +82,6 @@ def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
     return sets + list(extra)
 
 
-def dvc_executable() -> str:
-    """The dvc installed beside this Python, so `.venv/bin/fashionbench` works without activating."""
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.is_file() else "dvc"
-
-
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([dvc_executable(), *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()
-        raise StudyError(f"dvc {' '.join(args[:3])} ... failed: {tail[-1] if tail else result.returncode}")
-    return result
-
-
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
@@ -114,21 +100,10 @@ def queue_study(name: str, study: Study, grid: dict, seeds, extra: list[str]) ->
 
 
 def shown_experiments(baseline: str) -> dict[str, dict]:
-    """Experiment name -> {state, rev, metrics} for the experiments of `baseline`, from
-    `dvc exp show --json` (a list of commits, each with `experiments`: ranges of `revs` and an
-    `executor` whose state is queued, running, success or failed)."""
-    shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline, "--hide-workspace").stdout)
-    found = {}
-    for commit in shown:
-        for exp_range in commit.get("experiments") or []:
-            revs = exp_range.get("revs") or [{}]
-            last = revs[0]
-            name = exp_range.get("name") or last.get("name")
-            state = (exp_range.get("executor") or {}).get("state") or ("failed" if last.get("error") else "success")
-            metrics = {path: (result or {}).get("data") for path, result in
-                       ((last.get("data") or {}).get("metrics") or {}).items()}
-            found[name] = {"state": state, "rev": last.get("rev"), "metrics": metrics}
-    return found
+    """Experiment name -> {state, rev, metrics, ...} for the experiments of `baseline`
+    (an executor state: queued, running, success or failed)."""
+    return {exp["name"]: exp for commit in exp_show("--rev", baseline, "--hide-workspace")
+            for exp in experiments_of(commit)}
 
 
 def wait_for_experiments(names: list[str], baseline: str, deadline: float, jobs: int = 1,
@@ -172,11 +147,11 @@ def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: fl
         found = shown.get(exp) or {"metrics": {}, "rev": None, "state": "missing"}
         row = {"experiment": exp, "params": cell, "runs": {}}
         for run in study.runs:
-            # The whole file, not exp show's copy of it: exp show keeps scalars only (no per-seed lists).
             ok = found["state"] == "success" and found["metrics"].get(metrics_path(run).as_posix()) is not None
             metrics = read_committed_json(metrics_path(run).as_posix(), found["rev"]) if ok else None
             details = read_committed_json(evaluation_path(run).as_posix(), found["rev"]) if metrics else None
-            row["runs"][run] = {"metrics": metrics, "confusion_matrix": (details or {}).get("confusion_matrix"),
+            row["runs"][run] = {"metrics": run_result(metrics, details),
+                                "confusion_matrix": (details or {}).get("confusion_matrix"),
                                 "class_names": (details or {}).get("class_names")}
         results.append(row)
     return {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
@@ -254,7 +229,7 @@ def main(argv: list[str]) -> int:
     try:
         result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours)
         dvc("repro", "--single-item", "report")
-    except StudyError as exc:
+    except ExperimentsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from fashionbench.report import study_markdown

@@ -162,8 +162,15 @@ def artifact_location() -> str | None:
     return (db.parent / ARTIFACTS_NAME).as_uri() if db is not None else None
 
 
+# What kind of experiment this is, for the MLflow UI: model training, not GenAI. The UI's own
+# code reads this tag, but the pinned release (3.17) decides by `workflowType` alone (see
+# UI_RUNS_QUERY below and README "Compare variants"); the tag is set for releases that read it.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id() -> str:
-    """The `fashionbench` experiment, created (or restored if deleted) on first use."""
+    """The `fashionbench` experiment, created (or restored if deleted) on first use, and
+    tagged as model training so the UI opens on its runs."""
     mlflow = _setup_mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -172,7 +179,8 @@ def experiment_id() -> str:
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
             try:
-                return client.create_experiment(EXPERIMENT, artifact_location=artifact_location())
+                return client.create_experiment(EXPERIMENT, artifact_location=artifact_location(),
+                                                tags=dict([EXPERIMENT_KIND]))
             except MlflowException:
                 # Another process created it first (a server does not take our lock).
                 exp = client.get_experiment_by_name(EXPERIMENT)
@@ -180,6 +188,8 @@ def experiment_id() -> str:
                     raise
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before the tag
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
 
 
@@ -193,12 +203,23 @@ def git_commit() -> str:
         return "unknown"
 
 
+def dvc_experiment() -> str:
+    """The DVC experiment a stage runs in (`dvc exp run -n NAME` exports it), else "workspace"."""
+    return os.environ.get("DVC_EXP_NAME") or "workspace"
+
+
+def run_name(cfg: dict) -> str:
+    """`<DVC experiment>/<run>`: the same run of two experiments must differ in the UI's tables
+    and chart legends, and the experiment first survives the UI cutting long names short."""
+    return f"{dvc_experiment()}/{cfg['name']}"
+
+
 def run_tags(cfg: dict) -> dict[str, str]:
     """Tags that link an MLflow run to git and DVC; filter one `dvc exp run` by `tags.dvc_exp_name`."""
     return {
         "mlflow.source.git.commit": git_commit(),
         "git_commit": git_commit(),
-        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc_exp_name": dvc_experiment(),
         "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
         "dvc_run": cfg["name"],
         "dataset": cfg["dataset"],
@@ -258,6 +279,12 @@ def end_stale_runs(cfg: dict) -> list[str]:
     return ended
 
 
+def metric_key(history_column: str) -> str:
+    """`train_accuracy` -> `train/accuracy`: a history column as a grouped MLflow metric name."""
+    split, _, name = history_column.partition("_")
+    return f"{split}/{name}" if split in ("train", "val", "test") and name else history_column
+
+
 def mlflow_params(cfg: dict) -> dict[str, str]:
     return {k: str(v) for k, v in cfg.items()}
 
@@ -275,14 +302,14 @@ class RunTracker:
         self.ended = False
 
     @classmethod
-    def start(cls, cfg: dict, parent_run_id: str | None = None, run_name: str | None = None) -> "RunTracker":
+    def start(cls, cfg: dict, parent_run_id: str | None = None, name: str | None = None) -> "RunTracker":
         exp = experiment_id()
         tags = run_tags(cfg)
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         with store_lock():
             client = _setup_mlflow().MlflowClient()
-            run = client.create_run(exp, run_name=run_name or cfg["name"], tags=tags)
+            run = client.create_run(exp, run_name=name or run_name(cfg), tags=tags)
         tracker = cls(run.info.run_id, cfg)
         tracker.log_params(mlflow_params(cfg))
         return tracker
@@ -299,7 +326,7 @@ class RunTracker:
     def child(self, seed: int) -> "RunTracker":
         """A nested run for one seed of a repeated run; ended with its parent if still open."""
         cfg = dict(self.cfg, seed=seed, seeds=[seed])
-        child = RunTracker.start(cfg, parent_run_id=self.run_id, run_name=f"{self.cfg['name']}/seed{seed}")
+        child = RunTracker.start(cfg, parent_run_id=self.run_id, name=f"{run_name(self.cfg)}/seed{seed}")
         self.open_children.append(child)
         return child
 
@@ -319,19 +346,64 @@ class RunTracker:
         with store_lock():
             self.client.log_batch(self.run_id, metrics=items)
 
+    def log_epoch(self, row: dict) -> None:
+        """One epoch of the history as `train/…`, `val/…`, `test/…` at step = epoch: the UI
+        groups charts by the part before the slash. Elapsed seconds stay in the history CSV."""
+        self.log_metrics({metric_key(k): v for k, v in row.items() if k not in ("epoch", "seconds")},
+                         step=row["epoch"])
+
+    def log_table(self, data: dict, artifact_file: str) -> None:
+        """A table artifact (columns -> lists), shown as a table in the UI's artifact view.
+
+        Written here, not with MlflowClient.log_table: that one appends to an existing file, so
+        every re-run of `evaluate` would add the rows again. The file is what log_table writes
+        (pandas' "split" orientation), and the `mlflow.loggedArtifacts` tag marks it a table.
+        """
+        import json
+        import tempfile
+
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+        columns = list(data)
+        table = {"columns": columns, "data": [list(row) for row in zip(*(data[c] for c in columns))]}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / artifact_file
+            path.write_text(json.dumps(table))
+            self.log_artifact(path)
+        with store_lock():
+            logged = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+            entry = {"path": artifact_file, "type": "table"}
+            if entry not in logged:
+                self.client.set_tag(self.run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged + [entry]))
+
+    def has_metric(self, key: str) -> bool:
+        with store_lock():
+            return bool(self.client.get_metric_history(self.run_id, key))
+
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
         with store_lock():
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+    def log_artifact(self, path: Path | str) -> None:
+        """A file at the artifact root."""
         with store_lock():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_artifact_as(self, path: Path | str, name: str) -> None:
+        """A file logged at the artifact root under another name (metrics/<run>.json as metrics.json)."""
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            renamed = Path(tmp) / name
+            shutil.copyfile(path, renamed)
+            self.log_artifact(renamed)
 
     def finish(self, seed_summary: dict) -> None:
-        """End a per-seed child run with its final metrics and status."""
-        self.log_metrics(seed_summary["final"], step=seed_summary["epochs_run"])
+        """End a per-seed child run with its status (its per-epoch metrics are already logged)."""
+        self.log_params({"train_seconds": seed_summary["train_seconds"]})
         self.set_tags({"status": seed_summary["status"], "diverged_epoch": seed_summary["diverged_epoch"] or ""})
         self.end()
 
@@ -341,7 +413,8 @@ class RunTracker:
         diverged = [s["diverged_epoch"] for s in summary["seeds"] if s["diverged_epoch"]]
         if diverged:
             self.set_tags({"diverged_epoch": min(diverged)})
-        self.log_metrics({"train_seconds": summary["train_seconds"], "parameters": summary["parameters"]})
+        # Numbers with no curve are params (columns to sort by), not single-point metric charts.
+        self.log_params({"parameters": summary["parameters"], "train_seconds": summary["train_seconds"]})
         self.log_dataset(summary["config"]["dataset"], summary["digest"])
         self.log_model(model)
         self.end()
@@ -367,7 +440,9 @@ class RunTracker:
         import torch
         from mlflow.models import infer_signature
 
-        model = model.to("cpu").eval()
+        # Contiguous layout: torch.export's weight packing takes channels_last weights for slices of
+        # a larger tensor and warns "No complete tensor found in the group!" for every CNN.
+        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
         example = np.zeros((2, 1, 28, 28), dtype=np.float32)
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
@@ -422,3 +497,35 @@ def ended_on_failure(tracker: "RunTracker | None"):
             except Exception as end_error:  # noqa: BLE001 - report, then re-raise the original
                 print(f"warning: could not mark MLflow run {tracker.run_id} {status}: {end_error}")
         raise
+
+
+# ---- opening the UI --------------------------------------------------------------------
+
+UI_PORT = 5000
+# The pinned UI (3.17) opens an experiment on its GenAI pages unless the URL (or the browser's
+# saved "Model training" switch) says workflowType=machine_learning; the experiment tag alone
+# does not. Sorted by test accuracy, best first, so the first row is the answer.
+UI_RUNS_QUERY = "workflowType=machine_learning&orderByKey=metrics.%60test%2Faccuracy%60&orderByAsc=false"
+
+
+def ui_link(base_url: str) -> str:
+    """The experiment's training-runs table in the UI at `base_url` (the experiments list if none yet)."""
+    mlflow = _setup_mlflow()
+    exp = mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT)
+    where = f"experiments/{exp.experiment_id}/runs" if exp else "experiments"
+    return f"{base_url.rstrip('/')}/#/{where}?{UI_RUNS_QUERY}"
+
+
+def main() -> int:
+    """`python -m fashionbench.tracking`: how to open the MLflow UI on this project's runs."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow UI: {ui_link(uri)}")
+        return 0
+    print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port {UI_PORT}")
+    print(f"  then open {ui_link(f'http://127.0.0.1:{UI_PORT}')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

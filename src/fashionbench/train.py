@@ -96,8 +96,7 @@ def train_run(cfg: dict, device: torch.device, tracker=None, progress: bool = Tr
     for seed in cfg["seeds"]:
         # With several seeds each seed is a child MLflow run; with one, the run itself.
         seed_tracker = tracker.child(seed) if tracker and len(cfg["seeds"]) > 1 else tracker
-        on_epoch = (lambda row, t=seed_tracker: t.log_metrics(
-            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])) if seed_tracker else None
+        on_epoch = seed_tracker.log_epoch if seed_tracker else None
         result = train_seed(cfg, data, seed, device, on_epoch=on_epoch, progress=progress,
                             state_path=state_dir / f"seed{seed}.pt" if resume else None,
                             on_epoch_start=on_epoch_start)

@@ -1,0 +1,76 @@
+"""What a person sees in the MLflow UI, read back through MlflowClient: the experiment opens
+on its training runs, names tell experiments apart, seeds nest under their run, metrics come
+in train/val/test groups with one point per epoch, static numbers are params."""
+import warnings
+
+import pytest
+
+from fashionbench import evaluate, train
+
+SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1] in the workspace fixture
+
+
+@pytest.fixture
+def client(workspace, monkeypatch):
+    import mlflow
+
+    for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def runs_by_name(client) -> dict:
+    exp = client.get_experiment_by_name("fashionbench")
+    return {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=100)}
+
+
+def test_the_experiment_is_tagged_as_model_training(client):
+    assert train.main(["mlp_64-fashion_mnist"]) == 0
+    exp = client.get_experiment_by_name("fashionbench")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_run_name_starts_with_the_dvc_experiment(client, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lowlr")
+    assert train.main(["mlp_64-fashion_mnist"]) == 0
+    [r] = runs_by_name(client).values()
+    assert r.info.run_name == "lowlr/mlp_64-fashion_mnist" and r.data.tags["dvc_exp_name"] == "lowlr"
+
+
+def test_seeds_are_child_runs_with_curves_under_a_parent_with_the_summary(client):
+    assert train.main([SEEDS_RUN]) == 0 and evaluate.main([SEEDS_RUN]) == 0
+    runs = runs_by_name(client)
+    parent = runs[f"workspace/{SEEDS_RUN}"]
+    for seed in (0, 1):
+        child = runs[f"workspace/{SEEDS_RUN}/seed{seed}"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert set(child.data.metrics) == {f"{s}/{m}" for s in ("train", "val", "test") for m in ("loss", "accuracy")}
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val/accuracy")] == [1]
+        assert float(child.data.params["train_seconds"]) > 0
+    assert set(parent.data.metrics) == {"test/accuracy", "test/accuracy_std", "test/loss", "val/accuracy"}
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "test/accuracy")] == [1]
+    assert int(parent.data.params["parameters"]) > 0
+    listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"per_class_accuracy.json", "curves.png", "metrics.json", "evaluation.json"} <= listed
+
+
+def test_a_cnn_is_logged_without_torch_export_warnings(client):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train.main([SEEDS_RUN]) == 0  # lenet5_modern: conv weights, channels_last where it helps
+    assert not [w for w in caught if "No complete tensor" in str(w.message)]
+
+
+def test_evaluating_again_replaces_the_table_and_adds_no_second_summary_point(client):
+    import json
+    from pathlib import Path
+
+    assert train.main([SEEDS_RUN]) == 0
+    assert evaluate.main([SEEDS_RUN]) == 0 and evaluate.main([SEEDS_RUN]) == 0  # e.g. after a figure change
+    parent = runs_by_name(client)[f"workspace/{SEEDS_RUN}"]
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "test/accuracy")] == [1]
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "per_class_accuracy.json")).read_text())
+    assert len(table["data"]) == 10
+    assert json.loads(parent.data.tags["mlflow.loggedArtifacts"]) == [{"path": "per_class_accuracy.json", "type": "table"}]
