@@ -108,7 +108,10 @@ def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(r
         proc.kill()
     assert proc.returncode != 0
 
-    result = run(repo, "dvc", "repro", f"train@{RUN}")
+    # dvc.lock still records the uninterrupted run (the killed one never committed), and its outputs are
+    # in the cache, so a plain `dvc repro` would check them out instead of training. A first training
+    # that is killed has nothing to check out; --force makes this one train as that one would.
+    result = run(repo, "dvc", "repro", "--force", f"train@{RUN}")
     trained = json.loads((repo / "models" / RUN / "train.json").read_text())
     assert 2 <= trained["seeds"][0]["resumed_at_epoch"] <= 30
     assert "resumed at epoch" in result.stdout
