@@ -45,7 +45,8 @@ def make_repo(root: Path, params: dict) -> Path:
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "studies").mkdir()
-    shutil.copy(REPO / "studies" / "README.md", root / "studies" / "README.md")
+    for name in ("README.md", "catalogue.yaml"):
+        shutil.copy(REPO / "studies" / name, root / "studies" / name)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(root, "init", "-q")
     git(root, "config", "user.email", "test@example.com")

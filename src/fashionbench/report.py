@@ -152,9 +152,38 @@ def study_figure_path(name: str) -> Path:
     return PLOTS_DIR / "studies" / f"{name}.png"
 
 
+def layout(result: dict) -> str:
+    """How a study is drawn, from the shape of its grid: "table2d" (two keys, seed 003's lr x
+    optimizer table), "per_run" (one key over several runs), "per_class" (no grid: the runs side
+    by side per class), "bars" (one key, one run) or "cells" (anything else: a row per cell)."""
+    keys, runs = list(result["grid"]), result["runs"]
+    if len(keys) == 2 and len(runs) == 1:
+        return "table2d"
+    if len(keys) == 1:
+        return "per_run" if len(runs) > 1 else "bars"
+    return "per_class" if not keys else "cells"
+
+
 def grid_2d(result: dict) -> tuple[list, list, str, str]:
-    """(row values, column values, row key, column key): rows lr, columns optimizer, as seed 003."""
-    return result["grid"]["lr"], result["grid"]["optimizer"], "lr", "optimizer"
+    """(row values, column values, row key, column key): lr in the rows where it is a key, as seed 003."""
+    keys = list(result["grid"])
+    rk = "lr" if "lr" in keys else keys[0]
+    ck = next(k for k in keys if k != rk)
+    return result["grid"][rk], result["grid"][ck], rk, ck
+
+
+def label(key: str, value) -> str:
+    if key == "optimizer":
+        return OPTIMIZER_LABELS.get(value, value)
+    return str(value)
+
+
+def seed_cell(name: str, rv, cv) -> tuple[float | None, float | None] | None:
+    """The seed's (mean, ±) for the cell (row value, column value) of a 2-D study, if it gave one."""
+    if name == "optimizer_lr":
+        return SEED003_OPTIMIZER_LR.get((rv, cv))
+    value = SEED_CELLS.get(name, {}).get((cv, rv))
+    return (value, None) if value is not None else None
 
 
 def study_markdown(result: dict) -> str:
@@ -163,36 +192,36 @@ def study_markdown(result: dict) -> str:
     lines = [f"### {result['title']}", "",
              f"`fashionbench study {name}`: {len(result['cells'])} experiments, seeds {seeds}, "
              f"test accuracy in % (mean ± sample std over seeds where more than one).", ""]
-    if "lr" in result["grid"] and "optimizer" in result["grid"]:
+    shape = layout(result)
+    if shape == "table2d":
         rows, cols, rk, ck = grid_2d(result)
-        header = f"| {rk} | " + " | ".join(OPTIMIZER_LABELS.get(c, c) for c in cols) + " |"
+        header = f"| {rk} | " + " | ".join(label(ck, c) for c in cols) + " |"
         rule = "|---" * (len(cols) + 1) + "|"
-        ours = [header, rule]
-        seed = [header, rule]
-        diffs = [header, rule]
-        for lr in rows:
-            cells = [result_at(result, run, lr=lr, optimizer=o) for o in cols]
-            ours.append(f"| {lr:g} | " + " | ".join(cell_text(c) for c in cells) + " |")
-            refs = [SEED003_OPTIMIZER_LR.get((lr, o)) if name == "optimizer_lr"
-                    else ((SEED_CELLS.get(name, {}).get((o, lr)), None)) for o in cols]
-            seed.append(f"| {lr:g} | " + " | ".join(
+        ours, seed, diffs = [header, rule], [header, rule], [header, rule]
+        for rv in rows:
+            cells = [result_at(result, run, **{rk: rv, ck: cv}) for cv in cols]
+            refs = [seed_cell(name, rv, cv) for cv in cols]
+            ours.append(f"| {label(rk, rv)} | " + " | ".join(cell_text(c) for c in cells) + " |")
+            seed.append(f"| {label(rk, rv)} | " + " | ".join(
                 "-" if not r or r[0] is None else (f"{r[0]} ± {r[1]}" if r[1] else f"{r[0]}") for r in refs) + " |")
-            diffs.append(f"| {lr:g} | " + " | ".join(
+            diffs.append(f"| {label(rk, rv)} | " + " | ".join(
                 "-" if c is None or not r or r[0] is None
                 else f"{c['mean'] - r[0]:+.1f}: {verdict(c['mean'], r[0], r[1], c['std'])}"
                 for c, r in zip(cells, refs)) + " |")
-        lines += ["Ours:", "", *ours, "", f"Seed {result['seed']}:", "", *seed, "", "Ours minus the seed's:", "", *diffs]
-    elif name == "epochs":
-        epochs = result["grid"]["epochs"]
-        lines += ["| epochs | " + " | ".join(result["runs"]) + " |", "|---" * (len(result["runs"]) + 1) + "|"]
-        for e in epochs:
+        lines += ["Ours:", "", *ours]
+        if any(seed_cell(name, rv, cv) for rv in rows for cv in cols):
+            lines += ["", f"Seed {result['seed']}:", "", *seed, "", "Ours minus the seed's:", "", *diffs]
+    elif shape == "per_run":
+        key = next(iter(result["grid"]))
+        lines += [f"| {key} | " + " | ".join(result["runs"]) + " |", "|---" * (len(result["runs"]) + 1) + "|"]
+        for value in result["grid"][key]:
             row = []
             for r in result["runs"]:
-                c = result_at(result, r, epochs=e)
-                ref = SEED_CELLS["epochs"].get((r, e))
+                c = result_at(result, r, **{key: value})
+                ref = SEED_CELLS.get(name, {}).get((r, value))
                 row.append(cell_text(c) + (f" (seed {ref})" if ref is not None else ""))
-            lines.append(f"| {e} | " + " | ".join(row) + " |")
-    elif name == "regularised_cnn":
+            lines.append(f"| {label(key, value)} | " + " | ".join(row) + " |")
+    elif shape == "per_class":
         cell = result["cells"][0]
         names = next((v["class_names"] for v in cell["runs"].values() if v.get("class_names")), None) or []
         lines += ["| class | " + " | ".join(result["runs"]) + " |", "|---" * (len(result["runs"]) + 1) + "|"]
@@ -204,11 +233,16 @@ def study_markdown(result: dict) -> str:
                 v = (m.get("per_class_accuracy") or {}).get(cname)
                 vals.append("n/a" if v is None else f"{100 * v:.1f}")
             lines.append(f"| {cname} | " + " | ".join(vals) + " |")
-    else:
+    elif shape == "bars":
         key = next(iter(result["grid"]))
         lines += [f"| {key} | {run} |", "|---|---|"]
         for value in result["grid"][key]:
-            lines.append(f"| {value} | {cell_text(result_at(result, run, **{key: value}))} |")
+            lines.append(f"| {label(key, value)} | {cell_text(result_at(result, run, **{key: value}))} |")
+    else:
+        lines += ["| cell | " + " | ".join(result["runs"]) + " |", "|---" * (len(result["runs"]) + 1) + "|"]
+        for cell in result["cells"]:
+            params = ", ".join(f"{k} {label(k, v)}" for k, v in cell["params"].items())
+            lines.append(f"| {params} | " + " | ".join(cell_text(cell_result(cell, r)) for r in result["runs"]) + " |")
     if name in STUDY_CLAIMS:
         lines += ["", f"The seed's claim: {STUDY_CLAIMS[name]}."]
     lines += ["", f"![{name}](studies/{name}.png)", ""]
@@ -220,39 +254,38 @@ def study_figure(result: dict, dest: Path) -> None:
 
     from fashionbench import figures
 
-    name, run = result["study"], result["runs"][0]
-    if "lr" in result["grid"] and "optimizer" in result["grid"]:
-        rows, cols, _, _ = grid_2d(result)
-        table = [[(result_at(result, run, lr=lr, optimizer=o) or {}).get("mean")
-                  for o in cols] for lr in rows]
-        figures.heatmap(table, [f"lr {lr:g}" for lr in rows], [OPTIMIZER_LABELS.get(o, o) for o in cols],
+    run = result["runs"][0]
+    shape = layout(result)
+    if shape == "table2d":
+        rows, cols, rk, ck = grid_2d(result)
+        table = [[(result_at(result, run, **{rk: rv, ck: cv}) or {}).get("mean") for cv in cols] for rv in rows]
+        figures.heatmap(table, [f"{rk} {label(rk, rv)}" for rv in rows], [label(ck, cv) for cv in cols],
                         result["title"], dest)
-    elif name == "epochs":
-        epochs = result["grid"]["epochs"]
-        series = {r: [(result_at(result, r, epochs=e) or {}).get("mean") for e in epochs]
-                  for r in result["runs"]}
-        figures.lines(epochs, series, "epochs", result["title"], dest)
-    elif name == "regularised_cnn":
+    elif shape == "per_run":
+        key = next(iter(result["grid"]))
+        values = result["grid"][key]
+        series = {r: [(result_at(result, r, **{key: v}) or {}).get("mean") for v in values] for r in result["runs"]}
+        figures.lines(values, series, key, result["title"], dest)
+    elif shape == "per_class":
         cell = result["cells"][0]
         parts = [(r, v) for r, v in cell["runs"].items() if v.get("confusion_matrix")]
         if parts:
             figures.confusion_pair([np.array(v["confusion_matrix"]) for _, v in parts],
                                    [f"{r}: {cell_text(cell_result(cell, r))}%" for r, _ in parts],
                                    parts[0][1]["class_names"], dest)
-    else:
-        key = next(iter(result["grid"]))
-        found = [result_at(result, run, **{key: v}) for v in result["grid"][key]]
-        figures.bars_with_errors([str(v) for v in result["grid"][key]],
-                                 [f["mean"] if f else float("nan") for f in found],
+    else:  # bars, one per value (or per cell)
+        found = [cell_result(cell, run) for cell in result["cells"]]
+        labels = [", ".join(label(k, v) for k, v in cell["params"].items()) for cell in result["cells"]]
+        figures.bars_with_errors(labels, [f["mean"] if f else float("nan") for f in found],
                                  [f["std"] if f else 0.0 for f in found], result["title"], dest)
 
 
 def studies_section(studies_dir: Path, plots_dir: Path) -> list[str]:
-    from fashionbench.study import STUDIES
+    from fashionbench.catalogue import load_studies
 
     lines = ["## Studies", ""]
     index = ["# Study figures", "", "Written by the `report` stage; see ../report.md.", ""]
-    for name, study in STUDIES.items():
+    for name, study in load_studies(studies_dir / "catalogue.yaml").items():
         path = studies_dir / f"{name}.json"
         if not path.is_file():
             lines += [f"### {study.title}", "", f"Not run yet: `fashionbench study {name}`.", ""]

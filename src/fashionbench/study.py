@@ -15,37 +15,13 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
+from fashionbench.catalogue import CATALOGUE_FILE, Study, load_studies
+from fashionbench.config import ConfigError
 from fashionbench.experiments import ExperimentsError, dvc, exp_show, experiments_of, run_result
 from fashionbench.outputs import evaluation_path, metrics_path, study_path, write_json
 
 DEFAULT_TIMEOUT_HOURS = 12.0
-
-
-@dataclass(frozen=True)
-class Study:
-    seed: str                      # which write-up (000..004)
-    title: str
-    runs: tuple[str, ...]          # params.yaml runs the study trains
-    grid: dict = field(default_factory=dict)  # run key -> values, crossed
-    seeds: tuple[int, ...] = (0,)  # repeated seeds per cell (mean ± std)
-
-
-STUDIES = {
-    "optimizer_lr": Study("003", "Optimizer x learning rate, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
-                          {"optimizer": ["rmsprop", "adam", "sgd"], "lr": [0.1, 0.01, 0.001]}, (0, 1)),
-    "dropout": Study("003", "Dropout rate, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
-                     {"dropout": [0.0, 0.2, 0.4]}, (0, 1)),
-    "init": Study("003", "Initialisation, fcn_400 (seed 003)", ("fcn_400-fashion_mnist",),
-                  {"init": ["default", "normal", "xavier_uniform"]}, (0, 1)),
-    "epochs": Study("000", "Epochs, wide vs narrow MLP (seed 000)", ("mlp_512-fashion_mnist", "mlp_64-fashion_mnist"),
-                    {"epochs": [5, 10, 20]}),
-    "optimizer_patch_mlp": Study("001", "SGD vs Adam and learning rate, patch_mlp (seed 001)", ("patch_mlp-fashion_mnist",),
-                                 {"optimizer": ["sgd", "adam"], "lr": [0.01, 0.001]}),
-    "regularised_cnn": Study("004", "Baseline vs regularised CNN (seed 004)",
-                             ("cnn_baseline-fashion_mnist", "cnn_dropout-fashion_mnist")),
-}
 
 
 class StudyError(ExperimentsError):
@@ -163,9 +139,10 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
               timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict:
     """Queue, run and collect a study; with `collect_from` (a baseline commit) only collect
     the results of experiments already run on that commit (e.g. after a commit moved HEAD)."""
-    if name not in STUDIES:
-        raise StudyError(f"unknown study {name!r}, expected one of: {', '.join(STUDIES)}")
-    study = STUDIES[name]
+    studies = load_studies()
+    if name not in studies:
+        raise StudyError(f"unknown study {name!r}, expected one of: {', '.join(studies)} (or add it to {CATALOGUE_FILE})")
+    study = studies[name]
     grid = dict(study.grid)
     for key, values in (grid_overrides or {}).items():
         if key not in grid:
@@ -198,7 +175,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="fashionbench study", description=__doc__.splitlines()[0])
-    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(STUDIES)}")
+    parser.add_argument("name", nargs="?", help=f"a study of {CATALOGUE_FILE}")
     parser.add_argument("--list", action="store_true", help="list the studies and exit")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="replace one axis of the grid, e.g. --grid lr=0.1,0.01")
@@ -212,9 +189,15 @@ def main(argv: list[str]) -> int:
                         help="extra `dvc exp run -S` for every cell, e.g. -S max_epochs=1")
     args = parser.parse_args(argv)
     if args.list or not args.name:
-        for key, study in STUDIES.items():
+        try:
+            studies = load_studies()
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for key, study in studies.items():
             axes = " x ".join(f"{k} {v}" for k, v in study.grid.items()) or "defaults"
-            print(f"{key:22s} seed {study.seed}: {', '.join(study.runs)}; {axes}; seeds {list(study.seeds)}")
+            origin = f"seed {study.seed}" if study.seed else "yours"
+            print(f"{key:22s} {origin}: {', '.join(study.runs)}; {axes}; seeds {list(study.seeds)}")
         return 0
     grid = {}
     for item in args.grid:
@@ -229,7 +212,7 @@ def main(argv: list[str]) -> int:
     try:
         result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours)
         dvc("repro", "--single-item", "report")
-    except ExperimentsError as exc:
+    except (ExperimentsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from fashionbench.report import study_markdown
