@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def workspace(fake_mirror, tmp_path, monkeypatch):
         "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist", "seeds": [0, 1]},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "studies").mkdir()
+    shutil.copy(REPO / "studies" / "catalogue.yaml", root / "studies" / "catalogue.yaml")  # the report reads it
     for dataset in params["datasets"]:
         assert download.main([dataset]) == 0
         assert preprocess.main([dataset]) == 0

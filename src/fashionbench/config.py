@@ -22,6 +22,10 @@ LOSSES = ("cross_entropy", "nll", "mse", "bce")
 INITS = ("default", "normal", "xavier_uniform", "kaiming")
 PRECISIONS = ("auto", "float32", "bf16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
+NORMALIZATIONS = ("none", "standard")
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+LR_SCHEDULES = ("constant", "onecycle", "cosine")
+FLIPPABLE = ("fashion_mnist",)  # a mirrored garment is a garment; a mirrored digit is not a digit
 
 
 class ConfigError(Exception):
@@ -119,6 +123,15 @@ TRAIN_KEYS = {
     "width": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "activation": lambda k, v: _choice(k, v, ACTIVATIONS, nullable=True),
     "dropout": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
+    # Beyond the seeds (fast training); each off by default, so the seeds' runs do not move.
+    "normalize": lambda k, v: _choice(k, v, NORMALIZATIONS),
+    "augment": lambda k, v: _choice(k, v, AUGMENTATIONS),
+    "random_erasing": lambda k, v: _num(k, v, lo=0, hi=1),
+    "label_smoothing": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
+    "lr_schedule": lambda k, v: _choice(k, v, LR_SCHEDULES),
+    "warmup_epochs": lambda k, v: _num(k, v, lo=0, integer=True),
+    "ema": lambda k, v: _num(k, v, lo=0, lo_open=True, hi=1, hi_open=True, nullable=True),
+    "tta": _bool,
 }
 MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
@@ -205,6 +218,8 @@ def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> 
         raise ConfigError(f"{origin}: nesterov needs optimizer sgd with momentum > 0, "
                           f"got optimizer {cfg['optimizer']} with momentum {cfg['momentum']:g}")
 
+    check_training_options(where, entry, cfg)
+
     from fashionbench.models import model_options
 
     accepted = model_options(cfg["model"])
@@ -216,6 +231,25 @@ def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> 
                 f"(it takes: {', '.join(accepted) or 'none'}); set it to null"
             )
     return cfg
+
+
+def check_training_options(where: str, entry: dict, cfg: dict) -> None:
+    """The options that only make sense together: flips on garments, smoothing on cross-entropy,
+    a warm-up within a cosine schedule (a warm-up longer than a smoke run is cut to the run)."""
+    def origin(key):
+        return where + key if key in entry else key
+
+    if cfg["dataset"] not in FLIPPABLE:
+        if cfg["augment"] == "crop_flip":
+            raise ConfigError(f"{origin('augment')}: crop_flip mirrors images, which is wrong for {cfg['dataset']} "
+                              "(a mirrored digit is another shape); use crop")
+        if cfg["tta"]:
+            raise ConfigError(f"{origin('tta')}: flip test-time augmentation is for {', '.join(FLIPPABLE)} only, "
+                              f"not {cfg['dataset']}")
+    if cfg["label_smoothing"] and cfg["loss"] != "cross_entropy":
+        raise ConfigError(f"{origin('label_smoothing')}: needs loss cross_entropy, got {cfg['loss']}")
+    if cfg["warmup_epochs"] and cfg["lr_schedule"] != "cosine":
+        raise ConfigError(f"{origin('warmup_epochs')}: a warm-up is part of lr_schedule cosine, got {cfg['lr_schedule']}")
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> dict:

@@ -93,10 +93,11 @@ def eval_batch_size(cfg: dict, device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 256
 
 
-def compute_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean loss over the batch. nll = log-softmax head + NLL (seed 004); mse/bce on one-hot targets."""
+def compute_loss(name: str, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean loss over the batch. nll = log-softmax head + NLL (seed 004); mse/bce on one-hot targets.
+    `label_smoothing` (cross_entropy only) is for training; evaluation reports the plain loss."""
     if name == "cross_entropy":
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     if name == "nll":
         return F.nll_loss(F.log_softmax(logits, dim=1), labels)
     one_hot = F.one_hot(labels, 10).to(logits.dtype)
@@ -126,6 +127,74 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The per-step learning-rate schedule, or None for a constant rate.
+
+    onecycle: PyTorch's OneCycleLR peaking at `lr` (the rate only: momentum and Adam's beta1 keep
+    their values). cosine: linear warm-up over `warmup_epochs` (cut to the run), then cosine to 0.
+    """
+    total = max(1, cfg["epochs"] * steps_per_epoch)
+    schedule = cfg.get("lr_schedule", "constant")
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg["lr"], total_steps=total, cycle_momentum=False)
+    if schedule == "cosine":
+        warm = min(cfg.get("warmup_epochs", 0) * steps_per_epoch, total - 1)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def make_ema(cfg: dict, model: nn.Module):
+    """An exponential moving average of the weights (and batch-norm statistics), or None."""
+    if not cfg.get("ema"):
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
+
+
+CROP_PADDING = 2
+
+
+def augment_batch(images: torch.Tensor, cfg: dict, generator: torch.Generator) -> torch.Tensor:
+    """Per-image augmentation of a uint8 batch (N, 28, 28) on its device, no per-sample loop:
+    a random 28x28 crop of the image zero-padded by 2 (and a horizontal flip for crop_flip) is
+    one gather; random erasing zeroes a random rectangle (2-33% of the image, aspect 0.3-3.3, as
+    torchvision's RandomErasing) in each image with probability `random_erasing`. The random
+    numbers come from `generator` on the CPU, so every device sees the same augmentations."""
+    n, h, w = images.shape
+    device = images.device
+    if cfg.get("augment", "none") != "none":
+        p = CROP_PADDING
+        padded = F.pad(images, (p, p, p, p))
+        offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator).to(device)
+        rows = offsets[:, :1] + torch.arange(h, device=device)             # (N, 28)
+        cols = offsets[:, 1:] + torch.arange(w, device=device)
+        if cfg["augment"] == "crop_flip":
+            flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
+            cols = torch.where(flip, cols.flip(1), cols)
+        images = padded[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if cfg.get("random_erasing", 0.0) > 0:
+        u = torch.rand(n, 5, generator=generator).to(device)
+        area = (0.02 + u[:, 0] * 0.31) * h * w
+        aspect = torch.exp(math.log(0.3) + u[:, 1] * (math.log(3.3) - math.log(0.3)))
+        eh = (area * aspect).sqrt().clamp(max=h).long()
+        ew = (area / aspect).sqrt().clamp(max=w).long()
+        top = (u[:, 2] * (h - eh + 1)).long()
+        left = (u[:, 3] * (w - ew + 1)).long()
+        r = torch.arange(h, device=device)[None, :, None]
+        c = torch.arange(w, device=device)[None, None, :]
+        inside = ((r >= top[:, None, None]) & (r < (top + eh)[:, None, None])
+                  & (c >= left[:, None, None]) & (c < (left + ew)[:, None, None]))
+        erase = inside & (u[:, 4] < cfg["random_erasing"])[:, None, None]
+        images = images.masked_fill(erase, 0)
+    return images
+
+
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for name, p in model.named_parameters() if name.endswith("weight"))
 
@@ -153,7 +222,7 @@ def train_step(model, optimizer, x, y, cfg, amp: bool = False) -> tuple[torch.Te
     """One optimizer step; returns (summed loss, correct count) as device tensors."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
-    loss = compute_loss(cfg["loss"], logits.float(), y)
+    loss = compute_loss(cfg["loss"], logits.float(), y, cfg.get("label_smoothing", 0.0))
     objective = loss + cfg["l1"] * l1_penalty(model) if cfg["l1"] else loss
     clear_grads(optimizer)
     objective.backward()
@@ -161,8 +230,10 @@ def train_step(model, optimizer, x, y, cfg, amp: bool = False) -> tuple[torch.Te
     return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
 
 
-def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=False):
-    """One pass over (already shuffled) uint8 images in batches of cfg['batch_size'].
+def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=False,
+                scheduler=None, ema=None, augment_rng: torch.Generator | None = None):
+    """One pass over (already shuffled) uint8 images in batches of cfg['batch_size'], with the
+    run's augmentation (`augment_rng`), per-step schedule and weight average where it has them.
 
     Returns (summed loss, correct count) as device tensors: nothing here waits for the device.
     """
@@ -170,29 +241,43 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for i in range(0, len(labels), bs):
-        x = to_input(images[i:i + bs], channels_last)
+        batch = images[i:i + bs]
+        if augment_rng is not None:
+            batch = augment_batch(batch, cfg, augment_rng)
+        x = to_input(batch, channels_last)
         batch_loss, batch_correct = train_step(model, optimizer, x, labels[i:i + bs], cfg, amp)
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += batch_loss
         correct += batch_correct
     return loss_sum, correct
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto") -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto",
+            tta: bool = False) -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), in batches, model in eval mode, at the precision
-    it was trained at. Fastest for a model `place_model` put on the images' device."""
+    it was trained at. Fastest for a model `place_model` put on the images' device. With
+    `tta`, the mean of the logits of each image and its horizontal mirror."""
     was_training = model.training
     model.eval()
     amp, channels_last = fast_paths(model, images.device, precision)
+
+    def logits(x):
+        return (model(x) + model(x.flip(-1))) / 2 if tta else model(x)
+
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = [model(to_input(images[i:i + batch_size], channels_last)).float()
+        out = [logits(to_input(images[i:i + batch_size], channels_last)).float()
                for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=images.device)
 
 
-def evaluate_split(model, images, labels, loss_name: str, batch_size: int, precision: str) -> dict[str, float]:
-    logits = predict(model, images, batch_size, precision)
+def evaluate_split(model, images, labels, loss_name: str, batch_size: int, precision: str,
+                   tta: bool = False) -> dict[str, float]:
+    logits = predict(model, images, batch_size, precision, tta)
     if len(labels) == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
     loss = compute_loss(loss_name, logits.float(), labels)
@@ -200,31 +285,50 @@ def evaluate_split(model, images, labels, loss_name: str, batch_size: int, preci
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
-def save_state(path: Path, model, optimizer, shuffle: torch.Generator, progress: dict) -> None:
+def save_state(path: Path, model, optimizer, shuffle: torch.Generator, progress: dict, extras: dict | None = None) -> None:
     """Everything the next epoch depends on, so a resumed run continues bit for bit:
-    weights, optimizer moments and step counts, both random generators (batch order;
-    dropout), and the history so far. Written atomically: a kill mid-write keeps the old one."""
+    weights, optimizer moments and step counts, the random generators (batch order;
+    dropout; augmentation), the schedule and weight average where the run has them, and
+    the history so far. Written atomically: a kill mid-write keeps the old one."""
     from fashionbench.outputs import atomic_path
 
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(), **progress}
+    for name, obj in (extras or {}).items():
+        if obj is not None:
+            state[name] = obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_state(path: Path, model, optimizer, shuffle: torch.Generator) -> dict:
+def load_state(path: Path, model, optimizer, shuffle: torch.Generator, extras: dict | None = None) -> dict:
     """Restore what save_state wrote; returns its progress (history, status, seconds, finished)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state.pop("model"))
     optimizer.load_state_dict(state.pop("optimizer"))
     shuffle.set_state(state.pop("shuffle_rng"))
+    for name, obj in (extras or {}).items():
+        if obj is not None:
+            saved = state.pop(name)
+            obj.set_state(saved) if isinstance(obj, torch.Generator) else obj.load_state_dict(saved)
     torch.set_rng_state(state.pop("torch_rng"))
     cuda_rng = state.pop("cuda_rng", None)
     if cuda_rng is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_rng)
     return state
+
+
+def set_input_statistics(model: nn.Module, train_images: torch.Tensor) -> None:
+    """normalize: standard: the Standardize layer gets the training set's pixel mean and std (in [0, 1] units)."""
+    from fashionbench.models import Standardize
+
+    pixels = train_images.float().div_(255.0)
+    for layer in model.modules():
+        if isinstance(layer, Standardize):
+            layer.mean.fill_(pixels.mean())
+            layer.std.fill_(pixels.std())
 
 
 def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torch.device,
@@ -243,16 +347,26 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
 
     torch.manual_seed(seed)  # initial weights and dropout masks
     model, amp, channels_last = place_model(model_from_config(cfg), device, cfg["precision"])
+    train_x, train_y = data["train_images"], data["train_labels"]
+    if cfg.get("normalize") == "standard":
+        set_input_statistics(model, train_x)
     optimizer = make_optimizer(cfg, model.parameters())
     shuffle = torch.Generator().manual_seed(seed)
-    train_x, train_y = data["train_images"], data["train_labels"]
     n, eval_bs = len(train_y), eval_batch_size(cfg, device)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=math.ceil(n / cfg["batch_size"]))
+    ema = make_ema(cfg, model)
+    augmenting = cfg.get("augment", "none") != "none" or cfg.get("random_erasing", 0.0) > 0
+    # Its own stream: the batch order and dropout masks stay those of a run without augmentation.
+    augment_rng = torch.Generator().manual_seed(seed + (1 << 32)) if augmenting else None
+    extras = {"scheduler": scheduler, "ema": ema, "augment_rng": augment_rng}
+    evaluated = lambda: ema.module if ema is not None else model  # noqa: E731 - what is evaluated and saved
+    tta = bool(cfg.get("tta"))
     has_val = len(data["val_labels"]) > 0  # val_fraction 0: no validation curves
 
     done = {"history": [], "status": "completed", "diverged_epoch": None, "seconds": 0.0, "finished": False}
     resumed_at = None
     if state_path is not None and Path(state_path).is_file():
-        done = load_state(state_path, model, optimizer, shuffle)
+        done = load_state(state_path, model, optimizer, shuffle, extras)
         resumed_at = len(done["history"]) + 1
     history, status, diverged_epoch = done["history"], done["status"], done["diverged_epoch"]
     for row in history:
@@ -268,15 +382,18 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
             on_epoch_start()
         model.train()
         images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
-        loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last)
+        loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last,
+                                        scheduler, ema, augment_rng)
         train_loss = float(loss_sum) / n  # the one host sync of the epoch
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": int(correct) / n}
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
         if has_val:
-            val = evaluate_split(model, data["val_images"], data["val_labels"], cfg["loss"], eval_bs, cfg["precision"])
+            val = evaluate_split(evaluated(), data["val_images"], data["val_labels"], cfg["loss"], eval_bs,
+                                 cfg["precision"], tta)
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        test = evaluate_split(model, data["test_images"], data["test_labels"], cfg["loss"], eval_bs, cfg["precision"])
+        test = evaluate_split(evaluated(), data["test_images"], data["test_labels"], cfg["loss"], eval_bs,
+                              cfg["precision"], tta)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=time.perf_counter() - start)
         history.append(row)
         bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test['accuracy']:.4f}")
@@ -286,10 +403,10 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
         if state_path is not None:
             save_state(state_path, model, optimizer, shuffle,
                        {"history": history, "status": status, "diverged_epoch": diverged_epoch,
-                        "seconds": time.perf_counter() - start, "finished": finished})
+                        "seconds": time.perf_counter() - start, "finished": finished}, extras)
         if status == "diverged":
             bar.write(f"{cfg['name']} seed {seed}: loss is {train_loss} at epoch {epoch}: diverged, stopping")
             break
     bar.close()
-    return {"model": model, "history": history, "status": status, "diverged_epoch": diverged_epoch,
+    return {"model": evaluated(), "history": history, "status": status, "diverged_epoch": diverged_epoch,
             "seconds": time.perf_counter() - start, "precision": precision_name(amp), "resumed_at_epoch": resumed_at}

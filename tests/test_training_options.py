@@ -1,0 +1,173 @@
+"""Beyond the seeds: the fast-training options (resnet_fast's), each off by default."""
+import math
+
+import pytest
+import torch
+
+from conftest import base_params
+from fashionbench.config import ConfigError, validate
+from fashionbench.models import Standardize, build_model, model_from_config
+from fashionbench.training import (augment_batch, compute_loss, make_ema, make_optimizer, make_scheduler, predict,
+                                   train_seed)
+
+RUN = "mlp_64-fashion_mnist"
+
+
+def config(dataset: str = "fashion_mnist", **overrides) -> dict:
+    params = base_params()
+    params["runs"][RUN].update(dataset=dataset, **overrides)
+    return validate(params)["runs"][RUN]
+
+
+def batch(n: int = 16) -> torch.Tensor:
+    return torch.randint(1, 256, (n, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+
+
+def test_every_option_is_off_by_default():
+    cfg = config()
+    assert (cfg["normalize"], cfg["augment"], cfg["random_erasing"], cfg["label_smoothing"], cfg["lr_schedule"],
+            cfg["warmup_epochs"], cfg["ema"], cfg["tta"]) == ("none", "none", 0.0, 0.0, "constant", 0, None, False)
+
+
+def test_a_crop_is_a_window_of_the_image_padded_by_two():
+    images = batch()
+    out = augment_batch(images, config(augment="crop"), torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for img, pad in zip(out, padded):
+        windows = [pad[r:r + 28, c:c + 28] for r in range(5) for c in range(5)]
+        assert any(torch.equal(img, w) for w in windows)
+    assert not torch.equal(out, images)  # some image moved
+
+
+def test_crop_flip_mirrors_some_images_and_crop_none():
+    images = batch(64)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+
+    def mirrored(out):
+        return sum(any(torch.equal(img, pad[r:r + 28, c:c + 28].flip(-1)) for r in range(5) for c in range(5))
+                   for img, pad in zip(out, padded))
+
+    assert mirrored(augment_batch(images, config(augment="crop"), torch.Generator().manual_seed(0))) == 0
+    assert 10 < mirrored(augment_batch(images, config(augment="crop_flip"), torch.Generator().manual_seed(0))) < 54
+
+
+def test_augmentation_is_reproducible_from_its_generator():
+    cfg, images = config(augment="crop_flip", random_erasing=0.5), batch()
+    a = augment_batch(images, cfg, torch.Generator().manual_seed(3))
+    b = augment_batch(images, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_random_erasing_zeroes_one_rectangle_per_image_at_probability_one():
+    out = augment_batch(batch(), config(random_erasing=1.0), torch.Generator().manual_seed(0))
+    for img in out:
+        rows, cols = torch.nonzero(img == 0, as_tuple=True)  # the batch has no zero pixels of its own
+        assert len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.02 * 784 * 0.5 <= len(rows) <= 0.33 * 784 * 1.5
+
+
+def test_flips_are_refused_for_digits_with_one_line():
+    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.augment: crop_flip mirrors images"):
+        config(dataset="mnist", augment="crop_flip")
+    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.tta: flip test-time augmentation"):
+        config(dataset="mnist", tta=True)
+    assert config(dataset="mnist", augment="crop")["augment"] == "crop"
+
+
+def test_label_smoothing_needs_cross_entropy_and_raises_a_confident_loss():
+    with pytest.raises(ConfigError, match="label_smoothing: needs loss cross_entropy, got nll"):
+        config(loss="nll", label_smoothing=0.1)
+    logits, labels = torch.tensor([[10.0] + [0.0] * 9]), torch.tensor([0])
+    assert compute_loss("cross_entropy", logits, labels, 0.1) > compute_loss("cross_entropy", logits, labels) + 0.1
+
+
+def test_onecycle_warms_up_to_the_peak_lr_and_anneals_per_step():
+    cfg = config(lr_schedule="onecycle", lr=0.01, epochs=2)
+    optimizer = make_optimizer(cfg, build_model("mlp_64").parameters())
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=50)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.01 / 25) and max(lrs) == pytest.approx(0.01, rel=1e-3) and lrs[-1] < 1e-4
+
+
+def test_cosine_warms_up_linearly_then_decays_to_zero():
+    cfg = config(lr_schedule="cosine", warmup_epochs=1, lr=0.1, epochs=3)
+    optimizer = make_optimizer(cfg, build_model("mlp_64").parameters())
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])
+    assert lrs[10] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.002
+    with pytest.raises(ConfigError, match="warmup_epochs: a warm-up is part of lr_schedule cosine"):
+        config(warmup_epochs=1)
+
+
+def test_ema_averages_the_weights_step_by_step():
+    model = build_model("mlp_64")
+    ema = make_ema(config(ema=0.9), model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update_parameters(model)  # the first update copies, as torch's EMA does
+    ema.update_parameters(model)
+    for k, v in ema.module.state_dict().items():
+        assert torch.allclose(v, before[k] + 1.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update_parameters(model)
+    name, param = next(iter(ema.module.named_parameters()))
+    assert torch.allclose(param, before[name] + 1.0 + 0.1)  # 0.9 * (w+1) + 0.1 * (w+2)
+
+
+def test_tta_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model, images = build_model("cnn_small").eval(), batch(8)
+    x = images.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(-1))) / 2
+    assert torch.allclose(predict(model, images, 4, "float32", tta=True), expected, atol=1e-5)
+
+
+def test_standard_normalization_is_a_layer_holding_the_training_statistics(tiny_data):
+    cfg = config(normalize="standard", epochs=1)
+    result = train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)
+    layer = next(m for m in result["model"].modules() if isinstance(m, Standardize))
+    pixels = tiny_data["train_images"].float() / 255
+    assert layer.mean.item() == pytest.approx(pixels.mean().item(), rel=1e-5)
+    assert layer.std.item() == pytest.approx(pixels.std().item(), rel=1e-5)
+    reloaded = model_from_config(cfg)
+    reloaded.load_state_dict(result["model"].state_dict())  # the statistics travel in the checkpoint
+    assert reloaded[0].mean.item() == layer.mean.item()
+
+
+def test_the_options_together_train_resnet_fast_and_resume_bit_for_bit(tiny_data, tmp_path):
+    params = base_params()
+    params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 3,
+                            "batch_size": 64, "normalize": "standard", "augment": "crop_flip", "random_erasing": 0.5,
+                            "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": True}}
+    cfg, cpu = validate(params)["runs"]["r"], torch.device("cpu")
+    whole = train_seed(cfg, tiny_data, 0, cpu, progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_2(row):
+        if row["epoch"] == 2:
+            raise Interrupted
+
+    state = tmp_path / "seed0.pt"
+    with pytest.raises(Interrupted):
+        train_seed(cfg, tiny_data, 0, cpu, progress=False, state_path=state, on_epoch=stop_at_2)
+    resumed = train_seed(cfg, tiny_data, 0, cpu, progress=False, state_path=state)
+    assert resumed["resumed_at_epoch"] == 2
+    expected, got = whole["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert all(math.isfinite(r["train_loss"]) for r in whole["history"])
