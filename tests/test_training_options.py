@@ -122,9 +122,22 @@ def test_ema_averages_the_weights_step_by_step():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update_parameters(model)
+    ema.update_parameters(model)  # third update, n = 2: decay min(0.9, 3 / 12) = 0.25
     name, param = next(iter(ema.module.named_parameters()))
-    assert torch.allclose(param, before[name] + 1.0 + 0.1)  # 0.9 * (w+1) + 0.1 * (w+2)
+    assert torch.allclose(param, before[name] + 1.75)  # 0.25 * (w+1) + 0.75 * (w+2)
+
+
+def test_the_ema_decay_warms_up_to_its_setting():
+    model = build_model("mlp_64")
+    ema = make_ema(config(ema=0.9), model)
+    for _ in range(200):  # n large: (1 + n) / (10 + n) > 0.9, so the decay is 0.9
+        ema.update_parameters(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    name, before = next(iter((k, v.clone()) for k, v in ema.module.named_parameters()))
+    ema.update_parameters(model)
+    assert torch.allclose(dict(ema.module.named_parameters())[name], before + 0.1)
 
 
 def test_tta_averages_the_logits_of_each_image_and_its_mirror():
