@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 from fashionbench import report, study
 from fashionbench.catalogue import CatalogueError, load_studies
+from fashionbench.config import ConfigError
 
 SEEDS_STUDIES = ["optimizer_lr", "dropout", "init", "epochs", "optimizer_patch_mlp", "regularised_cnn"]
 
@@ -65,7 +66,7 @@ def test_a_study_of_your_own_gets_its_table_in_the_report(tmp_path):
 ])
 def test_a_bad_entry_is_one_line_naming_the_file_study_and_key(catalogue, entry, message):
     add(catalogue, bad=entry)
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_studies(catalogue)
     text = str(caught.value)
     assert "\n" not in text and text.startswith(f"{catalogue}: ") and message in text

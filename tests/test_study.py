@@ -87,3 +87,30 @@ def test_experiments_are_read_from_dvc_exp_show_json():
     assert found == {
         "s-a": {"state": "success", "rev": "abc", "metrics": {"metrics/r.json": {"test_accuracy": 0.9}}},
         "s-b": {"state": "failed", "rev": "def", "metrics": {}}}
+
+
+def test_null_and_boolean_grid_values_are_written_as_dvc_reads_them():
+    from fashionbench import study
+
+    sets = study.overrides(["r"], {"ema": None, "tta": True, "lr": 0.1}, [0], [])
+    assert sets == ["++runs.r.ema=null", "++runs.r.tta=true", "++runs.r.lr=0.1", "++runs.r.seeds=[0]"]
+
+
+@pytest.mark.parametrize("grid, seeds, message", [
+    ({"augment": ["crop_flip"]}, [0], "cell s-augment_crop_flip: runs.lenet5_modern-mnist.augment: crop_flip mirrors"),
+    ({"lr": [0.1]}, [0, 0], "runs.lenet5_modern-mnist.seeds"),
+])
+def test_a_cell_that_params_yaml_would_reject_fails_before_anything_is_queued(workspace, grid, seeds, message):
+    from fashionbench import study
+    from fashionbench.catalogue import Study
+
+    with pytest.raises(study.StudyError, match=message):
+        study.check_cells("s", Study("t", ("lenet5_modern-mnist",), grid), grid, seeds)
+
+
+def test_a_study_of_a_run_params_yaml_lacks_is_named(workspace):
+    from fashionbench import study
+    from fashionbench.catalogue import Study
+
+    with pytest.raises(study.StudyError, match=r"catalogue.yaml: s.runs: nope-mnist is not a run of params.yaml"):
+        study.check_cells("s", Study("t", ("nope-mnist",), {}), {}, [0])

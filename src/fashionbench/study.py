@@ -49,13 +49,43 @@ def cell_name(study: str, cell: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "", f"{study}-" + "-".join(parts).replace(".", "p"))
 
 
+def override_value(value) -> str:
+    """A grid value as `dvc exp run -S` (Hydra's grammar) reads it: null and true/false, not Python's."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
 def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
     """`-S` values for one cell: `++` adds the key to a run's entry or replaces it."""
     sets = []
     for run in runs:
-        sets += [f"++runs.{run}.{k}={v}" for k, v in cell.items()]
+        sets += [f"++runs.{run}.{k}={override_value(v)}" for k, v in cell.items()]
         sets.append(f"++runs.{run}.seeds=[{','.join(str(s) for s in seeds)}]")
     return sets + list(extra)
+
+
+def check_cells(name: str, study: Study, grid: dict, seeds) -> None:
+    """Every cell applied to today's params.yaml must pass its validation, before anything is
+    queued: a run the study names but params.yaml lacks, or a cell params.yaml would reject
+    (crop_flip on digits, a width for a model without one, duplicate seeds), fails here in one
+    line instead of in every queued experiment."""
+    import copy
+
+    import yaml
+
+    from fashionbench.config import PARAMS_FILE, validate
+
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    missing = [run for run in study.runs if run not in (raw.get("runs") or {})]
+    if missing:
+        raise StudyError(f"{CATALOGUE_FILE}: {name}.runs: {missing[0]} is not a run of {PARAMS_FILE}")
+    for cell in cells(grid):
+        params = copy.deepcopy(raw)
+        for run in study.runs:
+            params["runs"][run].update(cell, seeds=list(seeds))
+        try:
+            validate(params)
+        except ConfigError as exc:
+            raise StudyError(f"study {name}, cell {cell_name(name, cell)}: {exc}") from None
 
 
 def git(*args: str) -> str:
@@ -149,6 +179,7 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
             raise StudyError(f"--grid {key}: study {name} varies {', '.join(grid) or 'nothing'}")
         grid[key] = values
     seeds = list(seeds or study.seeds)
+    check_cells(name, study, grid, seeds)
     start = time.perf_counter()
     if collect_from:
         baseline, queued = git("rev-parse", collect_from).strip(), [(cell_name(name, cell), cell) for cell in cells(grid)]
