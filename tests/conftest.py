@@ -80,3 +80,13 @@ def set_run(root, name, **entry):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["runs"][name].update(entry)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture
+def store(workspace, monkeypatch) -> str:
+    """The workspace logging to its own SQLite store, with no DVC experiment variables from outside."""
+    for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

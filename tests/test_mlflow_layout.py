@@ -11,14 +11,10 @@ SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1] in the workspace fixture
 
 
 @pytest.fixture
-def client(workspace, monkeypatch):
+def client(store):
     import mlflow
 
-    for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        monkeypatch.delenv(name, raising=False)
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return mlflow.MlflowClient(tracking_uri=uri)
+    return mlflow.MlflowClient(tracking_uri=store)
 
 
 def runs_by_name(client) -> dict:

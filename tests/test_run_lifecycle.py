@@ -17,16 +17,6 @@ SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1]: child runs
 NAME, SEEDS_NAME = f"workspace/{RUN}", f"workspace/{SEEDS_RUN}"  # MLflow run names: <DVC experiment>/<run>
 
 
-@pytest.fixture
-def store(workspace, monkeypatch):
-    """The workspace logging to its own SQLite store."""
-    for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        monkeypatch.delenv(name, raising=False)
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
 def all_runs(uri: str) -> list:
     import mlflow
 

@@ -81,27 +81,25 @@ def test_label_smoothing_needs_cross_entropy_and_raises_a_confident_loss():
     assert compute_loss("cross_entropy", logits, labels, 0.1) > compute_loss("cross_entropy", logits, labels) + 0.1
 
 
-def test_onecycle_warms_up_to_the_peak_lr_and_anneals_per_step():
-    cfg = config(lr_schedule="onecycle", lr=0.01, epochs=2)
+def scheduled_lrs(cfg: dict, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every step of the run, as its schedule sets it."""
     optimizer = make_optimizer(cfg, build_model("mlp_64").parameters())
-    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=50)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     lrs = []
-    for _ in range(100):
+    for _ in range(cfg["epochs"] * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return lrs
+
+
+def test_onecycle_warms_up_to_the_peak_lr_and_anneals_per_step():
+    lrs = scheduled_lrs(config(lr_schedule="onecycle", lr=0.01, epochs=2), steps_per_epoch=50)
     assert lrs[0] == pytest.approx(0.01 / 25) and max(lrs) == pytest.approx(0.01, rel=1e-3) and lrs[-1] < 1e-4
 
 
 def test_cosine_warms_up_linearly_then_decays_to_zero():
-    cfg = config(lr_schedule="cosine", warmup_epochs=1, lr=0.1, epochs=3)
-    optimizer = make_optimizer(cfg, build_model("mlp_64").parameters())
-    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=10)
-    lrs = []
-    for _ in range(30):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = scheduled_lrs(config(lr_schedule="cosine", warmup_epochs=1, lr=0.1, epochs=3), steps_per_epoch=10)
     assert lrs[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])
     assert lrs[10] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.002
     with pytest.raises(ConfigError, match="warmup_epochs: a warm-up is part of lr_schedule cosine"):

@@ -165,12 +165,12 @@ def artifact_location() -> str | None:
 # What kind of experiment this is, for the MLflow UI: model training, not GenAI. The UI's own
 # code reads this tag, but the pinned release (3.17) decides by `workflowType` alone (see
 # UI_RUNS_QUERY below and README "Compare variants"); the tag is set for releases that read it.
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def experiment_id() -> str:
     """The `fashionbench` experiment, created (or restored if deleted) on first use, and
-    tagged as model training so the UI opens on its runs."""
+    tagged as model training (see EXPERIMENT_KIND_TAG)."""
     mlflow = _setup_mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -180,7 +180,7 @@ def experiment_id() -> str:
         if exp is None:
             try:
                 return client.create_experiment(EXPERIMENT, artifact_location=artifact_location(),
-                                                tags=dict([EXPERIMENT_KIND]))
+                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
             except MlflowException:
                 # Another process created it first (a server does not take our lock).
                 exp = client.get_experiment_by_name(EXPERIMENT)
@@ -188,8 +188,8 @@ def experiment_id() -> str:
                     raise
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
-        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before the tag
-            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # a store made before the tag
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return exp.experiment_id
 
 
