@@ -9,16 +9,23 @@ from fashionbench.config import TRAIN_KEYS, ConfigError, load_params, validate
 
 def test_the_repository_params_file_is_valid():
     params = load_params(REPO / "params.yaml")
-    assert len(params["runs"]) == 11
+    assert len(params["runs"]) == 13
 
 
-def test_default_runs_cover_the_seeds_zoo_on_fashion_mnist_and_lenets_on_mnist():
+def test_default_runs_cover_the_zoo_on_fashion_mnist_and_lenets_and_ours_on_mnist():
     from fashionbench.models import BEYOND_SEEDS, known_models
 
     runs = load_params(REPO / "params.yaml")["runs"]
-    seeds_zoo = set(known_models()) - set(BEYOND_SEEDS)
-    assert {c["model"] for c in runs.values() if c["dataset"] == "fashion_mnist"} == seeds_zoo
-    assert {c["model"] for c in runs.values() if c["dataset"] == "mnist"} == {"lenet5_classic", "lenet5_modern"}
+    assert {c["model"] for c in runs.values() if c["dataset"] == "fashion_mnist"} == set(known_models())
+    assert {c["model"] for c in runs.values() if c["dataset"] == "mnist"} == {"lenet5_classic", "lenet5_modern",
+                                                                              *BEYOND_SEEDS}
+
+
+def test_the_runs_beyond_the_seeds_train_three_seeds():
+    from fashionbench.models import BEYOND_SEEDS
+
+    runs = load_params(REPO / "params.yaml")["runs"]
+    assert all(len(c["seeds"]) == 3 for c in runs.values() if c["model"] in BEYOND_SEEDS)
 
 
 def test_run_entry_overrides_top_level_defaults():

@@ -59,6 +59,33 @@ def test_a_cnn_is_logged_without_torch_export_warnings(client):
     assert not [w for w in caught if "No complete tensor" in str(w.message)]
 
 
+def test_a_run_with_tta_logs_a_model_that_averages_each_image_with_its_mirror(client, workspace):
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    from safetensors.torch import load_file
+
+    from conftest import set_run
+    from fashionbench.config import run_config
+    from fashionbench.models import model_from_config
+    from fashionbench.outputs import checkpoint_path
+    from fashionbench.training import predict
+
+    set_run(workspace, "mlp_64-fashion_mnist", model="resnet_fast", width=4, tta=True, precision="float32")
+    assert train.main(["mlp_64-fashion_mnist"]) == 0
+    parent = runs_by_name(client)["workspace/mlp_64-fashion_mnist"]
+    served = mlflow.pyfunc.load_model(parent.data.tags["model_uri"])
+    images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = run_config("mlp_64-fashion_mnist")
+    model = model_from_config(cfg)
+    model.load_state_dict(load_file(checkpoint_path(cfg["name"], 0)))
+    expected = predict(model, images, 8, "float32", tta=True)
+    got = served.predict(images.unsqueeze(1).float().numpy() / 255)
+    assert np.allclose(got, expected.numpy(), atol=1e-5)
+    assert not np.allclose(got, predict(model, images, 8, "float32").numpy(), atol=1e-5)
+
+
 def test_evaluating_again_replaces_the_table_and_adds_no_second_summary_point(client):
     import json
     from pathlib import Path

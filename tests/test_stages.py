@@ -107,6 +107,21 @@ def test_report_puts_the_seed_number_beside_ours(workspace):
     assert "Smoke settings" not in text
 
 
+def test_report_sets_a_model_beyond_the_seeds_in_its_own_section_beside_the_best_seed(workspace):
+    run = "resnet_fast-mnist"
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["runs"][run] = {"model": "resnet_fast", "dataset": "mnist", "width": 4, "augment": "crop", "ema": 0.9}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
+    assert report.main([]) == 0
+    zoo, beyond = (workspace / "plots" / "report.md").read_text().split("## Beyond the seeds")
+    assert f"| {run}" not in zoo
+    row = next(line for line in beyond.splitlines() if line.startswith(f"| {run}"))
+    ours = 100 * read_json(metrics_path(run))["test_accuracy"]
+    assert "width 4, augment crop, EMA 0.9" in row and "| 99.07 (seed 002) |" in row  # lenet5_modern's
+    assert f"{ours - 99.07:+.2f}" in row
+
+
 def test_report_says_when_smoke_settings_cut_training_short(workspace):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params.update(epochs=3, max_epochs=1)

@@ -2,6 +2,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -66,6 +67,19 @@ def test_training_records_every_epoch_curve(tiny_data):
     assert set(result["history"][0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy"}
     assert result["status"] == "completed"
     assert result["history"][-1]["train_accuracy"] > 0.5  # the fake classes are easy
+
+
+def test_training_seconds_leave_out_the_per_epoch_evaluation(tiny_data, monkeypatch):
+    evaluate_split = training.evaluate_split
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(0.25)
+        return evaluate_split(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_split", slow_evaluation)
+    result = train_seed(config(epochs=2), tiny_data, 0, torch.device("cpu"), progress=False)
+    seconds = [r["seconds"] for r in result["history"]]
+    assert 0 < seconds[0] < seconds[1] == result["seconds"] < 0.5  # four evaluations slept 1 s
 
 
 def test_same_seed_on_the_cpu_gives_identical_results(tiny_data):

@@ -7,8 +7,8 @@ import torch
 from conftest import base_params
 from fashionbench.config import ConfigError, validate
 from fashionbench.models import Standardize, build_model, model_from_config
-from fashionbench.training import (augment_batch, compute_loss, make_ema, make_optimizer, make_scheduler, predict,
-                                   train_seed)
+from fashionbench.training import (augment_batch, augmentation_draws, compute_loss, make_ema, make_optimizer,
+                                   make_scheduler, predict, train_seed)
 
 RUN = "mlp_64-fashion_mnist"
 
@@ -23,6 +23,12 @@ def batch(n: int = 16) -> torch.Tensor:
     return torch.randint(1, 256, (n, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
 
 
+def augmented(images: torch.Tensor, cfg: dict, seed: int = 0) -> torch.Tensor:
+    """The batch as one epoch of the run would augment it, from a generator seeded `seed`."""
+    return augment_batch(images, cfg, augmentation_draws(len(images), cfg, torch.Generator().manual_seed(seed),
+                                                         images.device))
+
+
 def test_every_option_is_off_by_default():
     cfg = config()
     assert (cfg["normalize"], cfg["augment"], cfg["random_erasing"], cfg["label_smoothing"], cfg["lr_schedule"],
@@ -31,7 +37,7 @@ def test_every_option_is_off_by_default():
 
 def test_a_crop_is_a_window_of_the_image_padded_by_two():
     images = batch()
-    out = augment_batch(images, config(augment="crop"), torch.Generator().manual_seed(0))
+    out = augmented(images, config(augment="crop"))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for img, pad in zip(out, padded):
         windows = [pad[r:r + 28, c:c + 28] for r in range(5) for c in range(5)]
@@ -47,19 +53,19 @@ def test_crop_flip_mirrors_some_images_and_crop_none():
         return sum(any(torch.equal(img, pad[r:r + 28, c:c + 28].flip(-1)) for r in range(5) for c in range(5))
                    for img, pad in zip(out, padded))
 
-    assert mirrored(augment_batch(images, config(augment="crop"), torch.Generator().manual_seed(0))) == 0
-    assert 10 < mirrored(augment_batch(images, config(augment="crop_flip"), torch.Generator().manual_seed(0))) < 54
+    assert mirrored(augmented(images, config(augment="crop"))) == 0
+    assert 10 < mirrored(augmented(images, config(augment="crop_flip"))) < 54
 
 
 def test_augmentation_is_reproducible_from_its_generator():
     cfg, images = config(augment="crop_flip", random_erasing=0.5), batch()
-    a = augment_batch(images, cfg, torch.Generator().manual_seed(3))
-    b = augment_batch(images, cfg, torch.Generator().manual_seed(3))
+    a = augmented(images, cfg, 3)
+    b = augmented(images, cfg, 3)
     assert torch.equal(a, b)
 
 
 def test_random_erasing_zeroes_one_rectangle_per_image_at_probability_one():
-    out = augment_batch(batch(), config(random_erasing=1.0), torch.Generator().manual_seed(0))
+    out = augmented(batch(), config(random_erasing=1.0))
     for img in out:
         rows, cols = torch.nonzero(img == 0, as_tuple=True)  # the batch has no zero pixels of its own
         assert len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
@@ -113,14 +119,14 @@ def test_ema_averages_the_weights_step_by_step():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update_parameters(model)  # the first update copies, as torch's EMA does
-    ema.update_parameters(model)
+    ema.update(model)  # the first update copies the weights
+    ema.update(model)
     for k, v in ema.module.state_dict().items():
         assert torch.allclose(v, before[k] + 1.0)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update_parameters(model)  # third update, n = 2: decay min(0.9, 3 / 12) = 0.25
+    ema.update(model)  # third update, n = 2: decay min(0.9, 3 / 12) = 0.25
     name, param = next(iter(ema.module.named_parameters()))
     assert torch.allclose(param, before[name] + 1.75)  # 0.25 * (w+1) + 0.75 * (w+2)
 
@@ -129,12 +135,12 @@ def test_the_ema_decay_warms_up_to_its_setting():
     model = build_model("mlp_64")
     ema = make_ema(config(ema=0.9), model)
     for _ in range(200):  # n large: (1 + n) / (10 + n) > 0.9, so the decay is 0.9
-        ema.update_parameters(model)
+        ema.update(model)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     name, before = next(iter((k, v.clone()) for k, v in ema.module.named_parameters()))
-    ema.update_parameters(model)
+    ema.update(model)
     assert torch.allclose(dict(ema.module.named_parameters())[name], before + 0.1)
 
 
@@ -145,6 +151,16 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror():
     with torch.no_grad():
         expected = (model(x) + model(x.flip(-1))) / 2
     assert torch.allclose(predict(model, images, 4, "float32", tta=True), expected, atol=1e-5)
+
+
+def test_tta_adds_bf16_logits_in_float32():
+    torch.manual_seed(0)
+    model, images = build_model("cnn_small").eval(), batch(8)
+    x = images.unsqueeze(1).float() / 255
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, mirror = model(x), model(x.flip(-1))
+    assert plain.dtype == torch.bfloat16
+    assert torch.equal(predict(model, images, 8, "bf16", tta=True), (plain.float() + mirror.float()) / 2)
 
 
 def test_standard_normalization_is_a_layer_holding_the_training_statistics(tiny_data):

@@ -142,6 +142,19 @@ def resnet_fast(width: int = 32) -> nn.Sequential:
     )
 
 
+class FlipAveraged(nn.Module):
+    """The mean of a model's logits for each image and its horizontal mirror (test-time
+    augmentation, params' tta) inside the model: what a run with tta logs to MLflow, so the
+    served model scores what evaluate measured."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(x.flip(-1))) / 2
+
+
 # name -> (builder, the zoo entry's arguments). A run may override any builder argument
 # that is one of RUN_OPTIONS (e.g. fcn_400's depth and width, cnn_baseline's dropout).
 ZOO = {

@@ -16,6 +16,7 @@ import yaml
 
 from fashionbench.config import PARAMS_FILE, ConfigError, load_params
 from fashionbench.experiments import run_result
+from fashionbench.models import BEYOND_SEEDS
 from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
                                   write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
@@ -67,6 +68,8 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
     lines = ["| run | seed | seed's setup | seed's accuracy | our setup | ours | difference | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for run, cfg in configs.items():
+        if cfg["model"] in BEYOND_SEEDS:
+            continue  # their own section
         m = metrics.get(run)
         ref = SEED_RESULTS.get((cfg["model"], cfg["dataset"]))
         seed_cols = (f"{ref['seed']} | {ref['setup']} | {ref['accuracy']:.2f}" + (f" ± {ref['pm']}" if ref["pm"] else "")
@@ -84,6 +87,46 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
             diff, word = "n/a", ("no result" if ref else "no seed number")
         lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | {ours_text} | {diff} | {word} |")
     return lines
+
+
+# The options a fast run turns on, as the report names them (each is off by default).
+FAST_OPTIONS = (("width", "width {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
+                ("random_erasing", "erasing {}"), ("label_smoothing", "label smoothing {}"),
+                ("lr_schedule", "{} schedule"), ("warmup_epochs", "{} warm-up epochs"), ("ema", "EMA {}"),
+                ("tta", "flip TTA"), ("weight_decay", "wd {}"))
+OFF = (None, False, 0, 0.0, "none", "constant")
+
+
+def fast_setup_text(cfg: dict) -> str:
+    optimizer = cfg["optimizer"] + (" nesterov" if cfg["nesterov"] else "")
+    options = [text.format(cfg[key]) for key, text in FAST_OPTIONS if cfg.get(key) not in OFF]
+    return ", ".join([f"{optimizer} {cfg['lr']:g}, {cfg['epochs']} epochs, batch {cfg['batch_size']}", *options])
+
+
+def beyond_seeds_section(metrics: dict[str, dict | None], configs: dict[str, dict]) -> list[str]:
+    """fashionbench's own fast models beside the best seed number on their dataset."""
+    runs = [run for run, cfg in configs.items() if cfg["model"] in BEYOND_SEEDS]
+    if not runs:
+        return []
+    lines = ["## Beyond the seeds", "",
+             "fashionbench's own models (hyperparameters chosen on the validation split), beside the best number "
+             "any seed reports on the dataset. Training times: `metrics/<run>.json` and "
+             "`benchmarks/TIME_TO_ACCURACY.md` (this report holds no timings).", "",
+             "| run | setup | seeds | ours | validation | best seed number | difference |", "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        cfg, m = configs[run], metrics.get(run)
+        best = max((ref for (_, dataset), ref in SEED_RESULTS.items() if dataset == cfg["dataset"]),
+                   key=lambda ref: ref["accuracy"], default=None)
+        best_text = f"{best['accuracy']:.2f} (seed {best['seed']})" if best else "-"
+        if m is None:
+            lines.append(f"| {run} | {fast_setup_text(cfg)} | {len(cfg['seeds'])} | not run yet | | {best_text} | |")
+            continue
+        ours = m.get("test_accuracy")
+        diff = f"{100 * ours - best['accuracy']:+.2f}" if best and ours is not None else "n/a"
+        lines.append(f"| {run} | {fast_setup_text(cfg)} | {m.get('seeds', 1)} | "
+                     f"{pct(ours, m.get('test_accuracy_std'))}{status_text(m)} | {pct(m.get('val_accuracy'))} | "
+                     f"{best_text} | {diff} |")
+    return lines + [""]
 
 
 def history_at(history: list[dict], epoch: int, key: str = "test_accuracy") -> float | None:
@@ -319,6 +362,7 @@ def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, r
         "## The model zoo", "",
         *zoo_table(metrics, configs, smoke=bool(smoke)), "", "## The seeds' other numbers", "",
         *extra_claims(metrics, histories, evals), "",
+        *beyond_seeds_section(metrics, configs),
     ]
     lines += ["## Per run", ""]
     for run in configs:

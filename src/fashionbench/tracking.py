@@ -416,6 +416,10 @@ class RunTracker:
         # Numbers with no curve are params (columns to sort by), not single-point metric charts.
         self.log_params({"parameters": summary["parameters"], "train_seconds": summary["train_seconds"]})
         self.log_dataset(summary["config"]["dataset"], summary["digest"])
+        if summary["config"].get("tta"):  # the served model averages each image with its mirror, as evaluate does
+            from fashionbench.models import FlipAveraged
+
+            model = FlipAveraged(model)
         self.log_model(model)
         self.end()
 

@@ -7,6 +7,7 @@ are read once per epoch (no host sync per step).
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -148,57 +149,86 @@ def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer, steps_per_epoch:
     return None
 
 
-def make_ema(cfg: dict, model: nn.Module):
-    """An exponential moving average of the weights (and batch-norm statistics), or None.
+class WeightEMA:
+    """An exponential moving average of a model's weights and batch-norm statistics.
 
-    torch's AveragedModel keeps it; the decay warms up as min(decay, (1 + n) / (10 + n)) after n
-    updates (TensorFlow's ExponentialMovingAverage with num_updates, timm's ModelEma): with the
-    fixed decay of get_ema_multi_avg_fn, a short run's average still holds the random initial
-    weights (0.99 ** 210 = 12% of them after one epoch here), and a batch-norm net evaluated
-    from that average scored chance on Fashion-MNIST.
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's
+    ExponentialMovingAverage with num_updates, timm's ModelEma): with a fixed decay a short
+    run's average still holds the random initial weights (0.99 ** 210 = 12% of them after one
+    epoch here), and a batch-norm net evaluated from that average scored chance on
+    Fashion-MNIST. The first update copies the weights. The update count is a Python int, not a
+    device tensor as in torch's AveragedModel: reading it back would be a host sync every step.
     """
-    if not cfg.get("ema"):
-        return None
-    from torch.optim.swa_utils import AveragedModel
 
-    decay = cfg["ema"]
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(floating-point weights and buffers, the rest: batch norm's num_batches_tracked)."""
+        tensors = list(model.parameters()) + list(model.buffers())
+        return [t for t in tensors if t.is_floating_point()], [t for t in tensors if not t.is_floating_point()]
 
     @torch.no_grad()
-    def ema_update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        n = int(num_averaged)
-        weight = 1 - min(decay, (1 + n) / (10 + n))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, weight)
-        else:  # batch norm's num_batches_tracked
-            for a, c in zip(averaged, current):
-                a.copy_(c)
+    def update(self, model: nn.Module) -> None:
+        (averaged, averaged_counts), (current, current_counts) = self._tensors(self.module), self._tensors(model)
+        weight = 1.0 if self.updates == 0 else 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(averaged, [t.detach() for t in current], weight)
+        for a, c in zip(averaged_counts, current_counts):
+            a.copy_(c)
+        self.updates += 1
 
-    return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = state["updates"]
+
+
+def make_ema(cfg: dict, model: nn.Module) -> WeightEMA | None:
+    """The run's weight average (params' ema is its decay), or None."""
+    return WeightEMA(model, cfg["ema"]) if cfg.get("ema") else None
 
 
 CROP_PADDING = 2
 
 
-def augment_batch(images: torch.Tensor, cfg: dict, generator: torch.Generator) -> torch.Tensor:
+def augmentation_draws(n: int, cfg: dict, generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """An epoch's random numbers for augment_batch, one row per image: drawn at once from
+    `generator` on the CPU (every device sees the same augmentations) and copied to the device
+    once per epoch, not once per batch."""
+    draws = {}
+    if cfg.get("augment", "none") != "none":
+        draws["offsets"] = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=generator)
+        if cfg["augment"] == "crop_flip":
+            draws["flip"] = torch.rand(n, 1, generator=generator) < 0.5
+    if cfg.get("random_erasing", 0.0) > 0:
+        draws["erasing"] = torch.rand(n, 5, generator=generator)
+    return {name: d.to(device) for name, d in draws.items()}
+
+
+def augment_batch(images: torch.Tensor, cfg: dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-image augmentation of a uint8 batch (N, 28, 28) on its device, no per-sample loop:
     a random 28x28 crop of the image zero-padded by 2 (and a horizontal flip for crop_flip) is
     one gather; random erasing zeroes a random rectangle (2-33% of the image, aspect 0.3-3.3, as
-    torchvision's RandomErasing) in each image with probability `random_erasing`. The random
-    numbers come from `generator` on the CPU, so every device sees the same augmentations."""
+    torchvision's RandomErasing) in each image with probability `random_erasing`. `draws` are
+    the batch's rows of augmentation_draws."""
     n, h, w = images.shape
     device = images.device
-    if cfg.get("augment", "none") != "none":
+    if "offsets" in draws:
         p = CROP_PADDING
         padded = F.pad(images, (p, p, p, p))
-        offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator).to(device)
+        offsets = draws["offsets"]
         rows = offsets[:, :1] + torch.arange(h, device=device)             # (N, 28)
         cols = offsets[:, 1:] + torch.arange(w, device=device)
-        if cfg["augment"] == "crop_flip":
-            flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
-            cols = torch.where(flip, cols.flip(1), cols)
+        if "flip" in draws:
+            cols = torch.where(draws["flip"], cols.flip(1), cols)
         images = padded[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if cfg.get("random_erasing", 0.0) > 0:
-        u = torch.rand(n, 5, generator=generator).to(device)
+    if "erasing" in draws:
+        u = draws["erasing"]
         area = (0.02 + u[:, 0] * 0.31) * h * w
         aspect = torch.exp(math.log(0.3) + u[:, 1] * (math.log(3.3) - math.log(0.3)))
         eh = (area * aspect).sqrt().clamp(max=h).long()
@@ -250,9 +280,10 @@ def train_step(model, optimizer, x, y, cfg, amp: bool = False) -> tuple[torch.Te
 
 
 def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=False,
-                scheduler=None, ema=None, augment_rng: torch.Generator | None = None):
+                scheduler=None, ema=None, draws: dict[str, torch.Tensor] | None = None):
     """One pass over (already shuffled) uint8 images in batches of cfg['batch_size'], with the
-    run's augmentation (`augment_rng`), per-step schedule and weight average where it has them.
+    run's augmentation (`draws`, in the images' order), per-step schedule and weight average
+    where it has them.
 
     Returns (summed loss, correct count) as device tensors: nothing here waits for the device.
     """
@@ -261,14 +292,14 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for i in range(0, len(labels), bs):
         batch = images[i:i + bs]
-        if augment_rng is not None:
-            batch = augment_batch(batch, cfg, augment_rng)
+        if draws is not None:
+            batch = augment_batch(batch, cfg, {name: d[i:i + bs] for name, d in draws.items()})
         x = to_input(batch, channels_last)
         batch_loss, batch_correct = train_step(model, optimizer, x, labels[i:i + bs], cfg, amp)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update(model)
         loss_sum += batch_loss
         correct += batch_correct
     return loss_sum, correct
@@ -285,7 +316,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: 
     amp, channels_last = fast_paths(model, images.device, precision)
 
     def logits(x):
-        return (model(x) + model(x.flip(-1))) / 2 if tta else model(x)
+        if tta:  # summed in float32: bf16 logits lose their last digits when added
+            return (model(x).float() + model(x.flip(-1)).float()) / 2
+        return model(x)
 
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
         out = [logits(to_input(images[i:i + batch_size], channels_last)).float()
@@ -392,18 +425,21 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
         if on_epoch:
             on_epoch(row)
 
-    start = time.perf_counter() - done["seconds"]
+    seconds = done["seconds"]  # training only: the per-epoch evaluations are not counted
     epochs = range(len(history) + 1, cfg["epochs"] + 1) if not done["finished"] else range(0)
     bar = tqdm(epochs, desc=f"{cfg['name']} seed {seed}", unit="epoch", initial=len(history), total=cfg["epochs"],
                disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         if on_epoch_start:
             on_epoch_start()
+        start = time.perf_counter()
         model.train()
         images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
+        draws = augmentation_draws(n, cfg, augment_rng, device) if augment_rng is not None else None
         loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last,
-                                        scheduler, ema, augment_rng)
-        train_loss = float(loss_sum) / n  # the one host sync of the epoch
+                                        scheduler, ema, draws)
+        train_loss = float(loss_sum) / n  # the one host sync of the epoch: the device is done
+        seconds += time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": int(correct) / n}
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
@@ -413,7 +449,7 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         test = evaluate_split(evaluated(), data["test_images"], data["test_labels"], cfg["loss"], eval_bs,
                               cfg["precision"], tta)
-        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=time.perf_counter() - start)
+        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=seconds)
         history.append(row)
         bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test['accuracy']:.4f}")
         if on_epoch:
@@ -422,10 +458,10 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
         if state_path is not None:
             save_state(state_path, model, optimizer, shuffle,
                        {"history": history, "status": status, "diverged_epoch": diverged_epoch,
-                        "seconds": time.perf_counter() - start, "finished": finished}, extras)
+                        "seconds": seconds, "finished": finished}, extras)
         if status == "diverged":
             bar.write(f"{cfg['name']} seed {seed}: loss is {train_loss} at epoch {epoch}: diverged, stopping")
             break
     bar.close()
     return {"model": evaluated(), "history": history, "status": status, "diverged_epoch": diverged_epoch,
-            "seconds": time.perf_counter() - start, "precision": precision_name(amp), "resumed_at_epoch": resumed_at}
+            "seconds": seconds, "precision": precision_name(amp), "resumed_at_epoch": resumed_at}

@@ -1,0 +1,208 @@
+"""Time to accuracy: how soon resnet_fast reaches 90, 92, 93 and 94% Fashion-MNIST test accuracy,
+and what share of the machine its training uses.
+
+The configuration is the run's entry in params.yaml (`resnet_fast-fashion_mnist`), chosen on
+the validation split before this benchmark ran; nothing here tunes it. For each seed the run
+trains as `dvc repro` trains it (fashionbench's train_seed) and its test accuracy is measured
+after every epoch (with the run's weight average and test-time augmentation). A threshold's
+time is the training time at the end of the first epoch at which the mean test accuracy over
+the seeds reaches it. Training time is the training loop's own (data order, augmentation,
+forward, backward, optimizer step, weight average), as the pipeline's train_seconds: the
+per-epoch evaluations are not counted. The run's per-step schedule is set for its full epoch
+count, so an earlier epoch is mid-schedule: a threshold's time here is an upper bound on what
+a configuration with fewer epochs would need.
+
+Machine share, measured in this process: the FLOP/s of the run's training steps (FLOPs of one
+step as torch.utils.flop_counter counts them, convolutions and matrix multiplies forward and
+backward, times steps per second over a stretch of real batches) divided by the FLOP/s of a
+large float32 matrix multiply (4096 x 4096 unless --matmul-size) on the same threads. A profile of those steps says
+where the rest of the time goes.
+
+    python benchmarks/time_to_accuracy.py                  # trains 3 seeds (~30 min on 2 CPU cores)
+    python benchmarks/time_to_accuracy.py --from-pipeline  # the seeds `dvc repro` trained (models/<run>/train.json)
+
+Needs the prepared data (`dvc repro preprocess`). Writes a Markdown table with the machine to
+--output (benchmarks/TIME_TO_ACCURACY.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fashionbench.config import run_config
+from fashionbench.cpu import configure_process, fixed_threads
+from fashionbench.models import model_from_config
+from fashionbench.outputs import train_summary_path
+from fashionbench.preprocess import load_prepared
+from fashionbench.training import (augmentation_draws, make_ema, make_optimizer, make_scheduler, place_model,
+                                   resolve_device, set_input_statistics, train_epoch, train_seed, train_step,
+                                   to_input)
+from train_speed import machine  # this directory's other benchmark: the same machine description
+
+THRESHOLDS = (0.90, 0.92, 0.93, 0.94)
+RUN = "resnet_fast-fashion_mnist"
+
+
+def matmul_flops_per_second(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
+    """The best of `repeats` float32 n x n matrix multiplies, after one warm-up."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        (a @ b).sum().item()  # .item() is a sync point: the multiply is done
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def step_flops(cfg: dict, model, optimizer, x, y, amp: bool) -> int:
+    """FLOPs of one training step, forward and backward, as FlopCounterMode counts them."""
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, optimizer, x, y, cfg, amp)
+    return counter.get_total_flops()
+
+
+def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int, warmup: int = 5) -> dict:
+    """FLOP/s of the run's training loop (its augmentation, schedule and weight average included)
+    over `steps` batches of the real training images, and the ops that take its time."""
+    torch.manual_seed(0)
+    model, amp, channels_last = place_model(model_from_config(cfg), device, cfg["precision"])
+    if cfg.get("normalize") == "standard":
+        set_input_statistics(model, data["train_images"])
+    optimizer = make_optimizer(cfg, model.parameters())
+    bs = cfg["batch_size"]
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=math.ceil(len(data["train_labels"]) / bs))
+    ema = make_ema(cfg, model)
+    images, labels = data["train_images"][:(warmup + steps) * bs], data["train_labels"][:(warmup + steps) * bs]
+    draws = augmentation_draws(len(labels), cfg, torch.Generator().manual_seed(0), device)
+    flops = step_flops(cfg, model, optimizer, to_input(images[:bs], channels_last), labels[:bs], amp)
+
+    def run(first: int, count: int):
+        part = slice(first * bs, (first + count) * bs)
+        loss, _ = train_epoch(model, optimizer, images[part], labels[part], cfg, amp, channels_last, scheduler,
+                              ema, {k: d[part] for k, d in draws.items()})
+        float(loss)  # a sync point: every step is done
+
+    run(0, warmup)
+    start = time.perf_counter()
+    run(warmup, steps)
+    seconds = time.perf_counter() - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run(0, min(steps, 20))
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    top = [(e.key, e.self_cpu_time_total / total) for e in ops[:8]]
+    return {"flops_per_step": flops, "steps": steps, "seconds": seconds,
+            "flops_per_second": flops * steps / seconds, "top_ops": top}
+
+
+def seed_histories(cfg: dict, data: dict, device: torch.device, seeds: list[int]) -> dict[int, list[dict]]:
+    """Train every seed as the pipeline does; each one's per-epoch rows (seconds, test_accuracy)."""
+    return {seed: train_seed(cfg, data, seed, device)["history"] for seed in seeds}
+
+
+def pipeline_histories(run: str) -> tuple[dict[int, list[dict]], dict]:
+    """The per-seed histories `dvc repro` recorded for the run, and the configuration it trained."""
+    path = train_summary_path(run)
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: not found; `dvc repro train@{run}` first, or leave out --from-pipeline")
+    summary = json.loads(path.read_text())
+    return {int(seed): rows for seed, rows in summary["history"].items()}, summary["config"]
+
+
+def time_to_accuracy(histories: dict[int, list[dict]], threshold: float) -> dict | None:
+    """The first epoch at which the mean test accuracy over seeds reaches `threshold`: that epoch,
+    the mean (and each seed's) training seconds to its end, the mean accuracy. None if never."""
+    epochs = min(len(rows) for rows in histories.values())
+    for i in range(epochs):
+        accuracies = [rows[i]["test_accuracy"] for rows in histories.values()]
+        if statistics.mean(accuracies) >= threshold:
+            seconds = [rows[i]["seconds"] for rows in histories.values()]
+            return {"epoch": i + 1, "seconds": statistics.mean(seconds), "seed_seconds": seconds,
+                    "accuracy": statistics.mean(accuracies)}
+    return None
+
+
+def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], throughput: dict,
+             matmul: float, matmul_size: int) -> str:
+    lines = ["# Time to accuracy: resnet_fast on Fashion-MNIST", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()] + [f"- {s}" for s in setup] + [""]
+    lines += ["| test accuracy | reached at epoch | training time (mean over seeds) | per seed | mean accuracy then |",
+              "|---|---:|---:|---|---:|"]
+    for t in THRESHOLDS:
+        hit = time_to_accuracy(histories, t)
+        if hit is None:
+            lines.append(f"| {t:.0%} | not reached | - | - | - |")
+        else:
+            per_seed = ", ".join(f"{s:.0f} s" for s in hit["seed_seconds"])
+            lines.append(f"| {t:.0%} | {hit['epoch']} | {hit['seconds']:.0f} s ({hit['seconds'] / 60:.1f} min) "
+                         f"| {per_seed} | {hit['accuracy']:.2%} |")
+    final = [rows[-1]["test_accuracy"] for rows in histories.values()]
+    std = statistics.stdev(final) if len(final) > 1 else 0.0
+    lines += ["", f"Final test accuracy: {statistics.mean(final):.2%} ± {std:.2%} over seeds "
+                  f"{', '.join(map(str, histories))} ({', '.join(f'{a:.2%}' for a in final)}), "
+                  f"after {statistics.mean(rows[-1]['seconds'] for rows in histories.values()):.0f} s of training.", ""]
+    share = throughput["flops_per_second"] / matmul
+    lines += ["## Share of the machine", "",
+              f"- training: {throughput['flops_per_step'] / 1e9:.2f} GFLOP per step (forward + backward), "
+              f"{throughput['steps']} steps in {throughput['seconds']:.1f} s: "
+              f"**{throughput['flops_per_second'] / 1e9:.0f} GFLOP/s**",
+              f"- float32 {matmul_size} x {matmul_size} matrix multiply on the same threads: **{matmul / 1e9:.0f} GFLOP/s**",
+              f"- share: **{share:.2g}**", "",
+              "Where the training steps' time goes (self time, torch.profiler):", "",
+              "| op | share of time |", "|---|---:|"]
+    lines += [f"| `{name}` | {frac:.1%} |" for name, frac in throughput["top_ops"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=RUN, help="a run of params.yaml (default %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the run's seeds")
+    parser.add_argument("--from-pipeline", action="store_true",
+                        help="read the seeds `dvc repro` trained instead of training them again")
+    parser.add_argument("--throughput-steps", type=int, default=60, help="timed batches for the machine share")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="n of the n x n reference multiply")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "TIME_TO_ACCURACY.md")
+    args = parser.parse_args(argv)
+
+    fixed_threads()
+    cfg = run_config(args.run)
+    device = resolve_device(cfg["device"])
+    configure_process(device)
+    data = load_prepared(cfg["dataset"], device)
+    info = machine(device)
+    matmul = matmul_flops_per_second(device, args.matmul_size)
+    throughput = training_throughput(cfg, data, device, args.throughput_steps)
+    if args.from_pipeline:
+        histories, trained = pipeline_histories(args.run)
+        if trained != cfg:
+            raise SystemExit(f"error: {train_summary_path(args.run)}: trained with another configuration "
+                             f"than params.yaml's {args.run}; `dvc repro train@{args.run}` first")
+        source = f"trained by `dvc repro` (read from {train_summary_path(args.run)})"
+    else:
+        histories, source = seed_histories(cfg, data, device, args.seeds or cfg['seeds']), "trained by this command"
+    options = {k: cfg[k] for k in ("model", "width", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                                   "nesterov", "weight_decay", "lr_schedule", "augment", "random_erasing",
+                                   "label_smoothing", "ema", "tta", "normalize", "precision")}
+    setup = [f"command: python benchmarks/time_to_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+             f"run: `{args.run}` on {device}, {len(data['train_labels']):,} training images; seeds {source}",
+             "configuration (params.yaml): " + ", ".join(f"{k} {v}" for k, v in options.items())]
+    text = markdown(info, setup, histories, throughput, matmul, args.matmul_size)
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""benchmarks/time_to_accuracy.py: the threshold rule, and the script end to end on tiny data."""
+import importlib.util
+import re
+import sys
+
+import pytest
+
+from conftest import REPO, set_run
+from fashionbench import train
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports its sibling train_speed
+spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO / "benchmarks" / "time_to_accuracy.py")
+tta_bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tta_bench)
+
+TINY = {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 2, "seeds": [0, 1],
+        "augment": "crop_flip", "lr_schedule": "onecycle", "ema": 0.9, "tta": True}
+
+
+LIGHT = ["--matmul-size", "512"]  # the reference multiply's size does not change what is tested
+
+
+def rows(*pairs):
+    return [{"seconds": s, "test_accuracy": a} for s, a in pairs]
+
+
+def test_a_threshold_is_reached_when_the_mean_over_seeds_reaches_it():
+    histories = {0: rows((10, 0.91), (20, 0.935)), 1: rows((12, 0.89), (22, 0.925))}
+    hit = tta_bench.time_to_accuracy(histories, 0.90)
+    assert (hit["epoch"], hit["seconds"], hit["seed_seconds"]) == (1, 11, [10, 12])
+    assert tta_bench.time_to_accuracy(histories, 0.93)["epoch"] == 2  # mean 0.93 at epoch 2
+    assert tta_bench.time_to_accuracy(histories, 0.94) is None
+
+
+def check_table(text: str) -> None:
+    for threshold in ("90%", "92%", "93%", "94%"):
+        assert re.search(rf"^\| {threshold} \| (\d+|not reached) \|", text, re.M), threshold
+    share = float(re.search(r"- share: \*\*([\d.e-]+)\*\*", text).group(1))
+    assert 0 < share < 2
+
+
+def test_the_benchmark_trains_its_seeds_and_writes_the_table(workspace, tmp_path, capsys):
+    set_run(workspace, "mlp_64-fashion_mnist", **TINY)
+    out = tmp_path / "t.md"
+    assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--throughput-steps", "2", *LIGHT, "--output", str(out)]) == 0
+    text = out.read_text()
+    check_table(text)
+    assert "seeds trained by this command" in text and "over seeds 0, 1 (" in text  # the run's seeds
+
+
+def test_the_benchmark_reads_the_pipelines_seeds(workspace, tmp_path):
+    set_run(workspace, "mlp_64-fashion_mnist", **TINY)
+    assert train.main(["mlp_64-fashion_mnist", "--no-mlflow"]) == 0
+    out = tmp_path / "t.md"
+    assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--from-pipeline", "--throughput-steps", "2", *LIGHT,
+                           "--output", str(out)]) == 0
+    text = out.read_text()
+    check_table(text)
+    assert "seeds trained by `dvc repro`" in text
+
+
+def test_pipeline_seeds_of_another_configuration_are_refused(workspace, tmp_path):
+    set_run(workspace, "mlp_64-fashion_mnist", **TINY)
+    assert train.main(["mlp_64-fashion_mnist", "--no-mlflow"]) == 0
+    set_run(workspace, "mlp_64-fashion_mnist", epochs=3)
+    with pytest.raises(SystemExit, match="trained with another configuration"):
+        tta_bench.main(["--run", "mlp_64-fashion_mnist", "--from-pipeline", *LIGHT, "--output", str(tmp_path / "t.md")])
