@@ -47,6 +47,8 @@ def make_repo(root: Path, params: dict) -> Path:
     (root / "studies").mkdir()
     for name in ("README.md", "catalogue.yaml"):
         shutil.copy(REPO / "studies" / name, root / "studies" / name)
+    (root / "tuning").mkdir()  # the report depends on it
+    shutil.copy(REPO / "tuning" / "spaces.yaml", root / "tuning" / "spaces.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(root, "init", "-q")
     git(root, "config", "user.email", "test@example.com")

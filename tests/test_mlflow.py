@@ -10,11 +10,9 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,8 @@ import pytest
 import yaml
 
 from fake_idx import write_mirror
-from pipeline_repo import BIN, make_repo, mlflow_runs, run, tiny_params
+from pipeline_repo import make_repo, mlflow_runs, run, tiny_params
+from servers import free_port, mlflow_server
 
 RUN = "mlp_64-fashion_mnist"
 
@@ -46,68 +45,27 @@ def pipeline_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group a test started (start_new_session=True), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the server's workers too
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=10)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def server_run(tmp_path_factory):
     """A real `mlflow server` (free loopback port, own SQLite store, artifacts served by it) and
     one `dvc repro` of a 2-epoch run logging to it. The server is stopped at the end, always."""
     base = tmp_path_factory.mktemp("server_run")
     server_dir = base / "server"
-    server_dir.mkdir()
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
     mp = pytest.MonkeyPatch()
-    log = open(server_dir / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{server_dir / 'server.db'}",
-         "--artifacts-destination", str(server_dir / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=server_dir, start_new_session=True)
     try:
-        md5_file = write_mirror(base / "mirror", datasets=("fashion_mnist",))
-        mp.setenv("FASHIONBENCH_DATA_MIRROR", str(base / "mirror"))
-        mp.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
-        for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
-            mp.delenv(name, raising=False)
-        root = make_repo(base / "repo", one_run_params(epochs=2))  # git/dvc init overlap the server start
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(server_dir / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        run(root, "dvc", "repro")
-        mp.delenv("MLFLOW_TRACKING_URI")
-        yield {"uri": uri, "root": root, "server_dir": server_dir, "base": base}
+        with mlflow_server(server_dir) as uri:
+            md5_file = write_mirror(base / "mirror", datasets=("fashion_mnist",))
+            mp.setenv("FASHIONBENCH_DATA_MIRROR", str(base / "mirror"))
+            mp.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
+            for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+                mp.delenv(name, raising=False)
+            root = make_repo(base / "repo", one_run_params(epochs=2))
+            mp.setenv("MLFLOW_TRACKING_URI", uri)
+            run(root, "dvc", "repro")
+            mp.delenv("MLFLOW_TRACKING_URI")
+            yield {"uri": uri, "root": root, "server_dir": server_dir, "base": base}
     finally:
         mp.undo()
-        stop_group(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")

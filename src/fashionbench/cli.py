@@ -8,6 +8,7 @@ COMMANDS = {
     "compare": "fashionbench.compare",
     "study": "fashionbench.study",
     "predict": "fashionbench.predict",
+    "tune": "fashionbench.tune",
 }
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: fashionbench compare [EXPERIMENT...] [--metric NAME] [--rev REV]\n"
               "       fashionbench study [--list] <name> [options]\n"
               "       fashionbench predict PATH... [--run NAME | --model-uri URI] [--json]\n"
+              "       fashionbench tune <run> [--address HOST:PORT] [--trials N]\n"
               "  the pipeline itself runs with `dvc repro`; see README.md")
         return 0
     if argv[0] not in COMMANDS:

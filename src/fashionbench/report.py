@@ -17,8 +17,8 @@ import yaml
 from fashionbench.config import PARAMS_FILE, ConfigError, load_params
 from fashionbench.experiments import run_result
 from fashionbench.models import BEYOND_SEEDS
-from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
-                                  write_text)
+from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, TUNING_DIR, evaluation_path, history_path, metrics_path,
+                                  read_json, write_csv, write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
                                     verdict)
 
@@ -342,6 +342,40 @@ def studies_section(studies_dir: Path, plots_dir: Path) -> list[str]:
     return lines
 
 
+# ---- tuning ------------------------------------------------------------------------------
+
+def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: dict[str, dict]) -> list[str]:
+    """Each tuning/<run>.json (`fashionbench tune`): the best configuration found on the
+    validation split, its test accuracy, beside the seed's number and the default run's."""
+    results = sorted(tuning_dir.glob("*.json")) if tuning_dir.is_dir() else []
+    if not results:
+        return []
+    lines = ["## Tuning", "",
+             "`fashionbench tune <run>` (Ray Tune, search spaces in `tuning/spaces.yaml`): the best trial by "
+             "validation accuracy, then its test accuracy, measured once. Reproduce it with the command given.", "",
+             "| run | seed's number | default (ours) | trials | best validation | its test accuracy | best configuration |",
+             "|---|---|---|---|---|---|---|"]
+    commands = []
+    for path in results:
+        tuned = read_json(path)
+        run = tuned["run"]
+        cfg, m = configs.get(run), metrics.get(run)
+        ref = SEED_RESULTS.get((cfg["model"], cfg["dataset"])) if cfg else None
+        seed_text = f"{ref['accuracy']:.2f}" + (f" ± {ref['pm']}" if ref["pm"] else "") + f" ({ref['seed']})" if ref else "-"
+        best = tuned.get("best")
+        stopped = sum(r["status"] != "FAILED" and r["epochs_run"] < max(t["epochs_run"] for t in tuned["trials"])
+                      for r in tuned["trials"])
+        trials = f"{len(tuned['trials'])} ({stopped} stopped early)"
+        if best is None:
+            lines.append(f"| {run} | {seed_text} | {pct(m and m.get('test_accuracy'))} | {trials} | none finished | | |")
+            continue
+        config = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(best["config"].items()))
+        lines.append(f"| {run} | {seed_text} | {pct(m and m.get('test_accuracy'))} | {trials} | "
+                     f"{pct(best.get(tuned['metric']))} | {pct(best['test_accuracy'])} | {config} |")
+        commands.append(f"- {run}: `{best['command']}`")
+    return lines + ["", *commands, ""]
+
+
 # ---- the whole report ------------------------------------------------------------------
 
 def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, raw: dict | None = None) -> list[str]:
@@ -388,7 +422,7 @@ def chart_rows(results: list[dict]) -> list[dict]:
 
 
 def build_report(params: dict, plots_dir: Path = PLOTS_DIR, studies_dir: Path = STUDIES_DIR,
-                 raw: dict | None = None) -> None:
+                 raw: dict | None = None, tuning_dir: Path = TUNING_DIR) -> None:
     """The report of `params` (validated); `raw`, the params.yaml as written, tells smoke caps apart."""
     from fashionbench import figures
 
@@ -406,7 +440,8 @@ def build_report(params: dict, plots_dir: Path = PLOTS_DIR, studies_dir: Path = 
                                "seeds", "test_loss", "val_accuracy", "epochs_run", "parameters", "train_seconds")}
         for m in done])
     figures.comparison_chart(chart_rows(done), plots_dir / "comparison.png")
-    lines = report_markdown(metrics, params, histories, evals, raw) + studies_section(studies_dir, plots_dir)
+    lines = (report_markdown(metrics, params, histories, evals, raw) + tuning_section(tuning_dir, metrics, configs)
+             + studies_section(studies_dir, plots_dir))
     write_text(plots_dir / "report.md", "\n".join(lines).rstrip() + "\n")
 
 

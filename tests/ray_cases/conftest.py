@@ -1,0 +1,68 @@
+"""Ray tests: collected only inside a loopback-only network namespace, where Ray keeps to
+127.0.0.1 (outside one it binds the machine's interface address). tests/test_ray.py runs this
+directory there: `unshare -n`, `ip link set lo up`, then pytest with FASHIONBENCH_LOOPBACK_NETNS=1."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from pipeline_repo import BIN
+from servers import free_port, stop_group
+
+if not os.environ.get("FASHIONBENCH_LOOPBACK_NETNS"):
+    collect_ignore_glob = ["test_*.py"]
+
+
+class RayNode:
+    """One `ray start --block` process (a head or a worker node), stopped by its pid."""
+
+    def __init__(self, args: list[str], log_path):
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+        self.log.close()
+
+
+def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
+    """Until the cluster at `address` has `count` live nodes (asked from a separate process, so
+    the test process never joins the cluster itself)."""
+    probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+             "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([str(BIN / "python"), "-c", probe, address], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    pytest.fail(f"the Ray cluster at {address} did not reach {count} nodes")
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A real two-node Ray cluster on 127.0.0.1: a head with no CPUs for trials and one worker
+    node with two; `add_worker()` starts another. Every node is stopped at the end, by its pid."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nodes: list[RayNode] = []
+    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", str(tmp_path / "ray")]
+
+    def add_worker(cpus: int = 2) -> RayNode:
+        node = RayNode(["--address", address, f"--num-cpus={cpus}", *common], tmp_path / f"worker{len(nodes)}.log")
+        nodes.append(node)
+        return node
+
+    try:
+        nodes.append(RayNode(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *common],
+                             tmp_path / "head.log"))
+        worker = add_worker()
+        wait_for_nodes(address, 2)
+        yield {"address": address, "worker": worker, "add_worker": add_worker}
+    finally:
+        for node in reversed(nodes):
+            node.stop()
