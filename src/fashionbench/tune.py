@@ -210,7 +210,7 @@ def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run
             tracker.end()
 
 
-def mlflow_callback():
+def mlflow_callback(epochs: int):
     """A Ray Tune callback on the driver that ends the MLflow run of a trial that did not end it
     itself: stopped early by ASHA (FINISHED, tagged), failed in a way the trial could not catch
     (its process or node died: FAILED), or retried (the failed attempt's run: KILLED)."""
@@ -230,7 +230,8 @@ def mlflow_callback():
 
     class EndTrialRuns(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            end(trial, "FINISHED", stopped_early="true")
+            early = (trial.last_result or {}).get("epoch", epochs) < epochs  # ASHA also stops a trial at max_t
+            end(trial, "FINISHED", **({"stopped_early": "true"} if early else {}))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             end(trial, "FAILED")
@@ -322,7 +323,7 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
                                         num_samples=search.trials, max_concurrent_trials=search.concurrent),
             run_config=tune.RunConfig(name=f"{search.run}-{int(time.time())}", storage_path=str(storage.resolve()),
                                       failure_config=tune.FailureConfig(max_failures=2),
-                                      callbacks=[mlflow_callback()] if parent_run_id else [], verbose=1))
+                                      callbacks=[mlflow_callback(epochs)] if parent_run_id else [], verbose=1))
         results = tuner.fit()
     finally:
         ray.shutdown()  # embedded: stops it; a cluster: disconnects (its trials' actors end with the driver)
