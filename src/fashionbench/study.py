@@ -166,7 +166,7 @@ def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: fl
 
 def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: int = 1,
               extra: list[str] | None = None, collect_from: str | None = None,
-              timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict:
+              timeout_hours: float = DEFAULT_TIMEOUT_HOURS, executor: str = "dvc", address: str | None = None) -> dict:
     """Queue, run and collect a study; with `collect_from` (a baseline commit) only collect
     the results of experiments already run on that commit (e.g. after a commit moved HEAD)."""
     studies = load_studies()
@@ -181,6 +181,15 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
     seeds = list(seeds or study.seeds)
     check_cells(name, study, grid, seeds)
     start = time.perf_counter()
+    if executor == "ray":
+        from fashionbench.study_ray import run_cells
+
+        baseline = git("rev-parse", "HEAD").strip()
+        result = {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
+                  "baseline": baseline, "seeds": seeds, "executor": "ray",
+                  "cells": run_cells(name, study, grid, seeds, extra or [], address, cpus_per_cell=1)}
+        result["wall_seconds"] = round(time.perf_counter() - start, 1)
+        return finish(name, result, "fashionbench study --executor ray's output above")
     if collect_from:
         baseline, queued = git("rev-parse", collect_from).strip(), [(cell_name(name, cell), cell) for cell in cells(grid)]
         previous = study_path(name)
@@ -193,11 +202,15 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         dvc("queue", "start", "--jobs", str(jobs))
         wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
-    result = collect(name, study, grid, queued, seeds, wall, baseline)
+    return finish(name, collect(name, study, grid, queued, seeds, wall, baseline), "`dvc queue logs <name>`")
+
+
+def finish(name: str, result: dict, logs: str) -> dict:
+    """Write studies/<name>.json; fail naming the cells that have no result (the others are kept)."""
     failed = [c["experiment"] for c in result["cells"] if any(r["metrics"] is None for r in c["runs"].values())]
     write_json(study_path(name), result)
     if failed:
-        raise StudyError(f"{len(failed)} experiment(s) failed: {', '.join(failed)} (see `dvc queue logs <name>`); "
+        raise StudyError(f"{len(failed)} experiment(s) failed: {', '.join(failed)} (see {logs}); "
                          f"the others are in {study_path(name)}")
     return result
 
@@ -216,6 +229,9 @@ def main(argv: list[str]) -> int:
                         help=f"stop the study's experiments and fail after this long (default {DEFAULT_TIMEOUT_HOURS:g})")
     parser.add_argument("--collect", metavar="REV", dest="collect_from",
                         help="do not run: collect the study's finished experiments queued on commit REV")
+    parser.add_argument("--executor", choices=("dvc", "ray"), default="dvc",
+                        help="dvc: queued DVC experiments (default); ray: every cell a Ray task")
+    parser.add_argument("--address", help="--executor ray: a Ray cluster to join (default: an embedded Ray)")
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="extra",
                         help="extra `dvc exp run -S` for every cell, e.g. -S max_epochs=1")
     args = parser.parse_args(argv)
@@ -241,7 +257,8 @@ def main(argv: list[str]) -> int:
         print("error: --jobs and --timeout-hours: expected positive numbers", file=sys.stderr)
         return 2
     try:
-        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours)
+        result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours,
+                           args.executor, args.address)
         dvc("repro", "--single-item", "report")
     except (ExperimentsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

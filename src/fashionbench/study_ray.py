@@ -1,0 +1,98 @@
+"""`fashionbench study <name> --executor ray`: a study's grid cells as Ray tasks.
+
+Each cell is one task: the study's runs with the cell's keys (and seeds) set in params.yaml,
+trained and evaluated as the pipeline's train and evaluate stages do, in a scratch directory of
+its own whose data/ is the repository's (the prepared data are read, never prepared again; on a
+cluster the repository must be at the same path on every node). The result is the same
+studies/<name>.json as through the DVC queue, with "executor": "ray". The trainings are not
+DVC experiments and are not logged to MLflow: the queue (the default) is the way to keep them.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from fashionbench.config import PARAMS_FILE, validate
+
+
+def apply_override(params: dict, override: str) -> None:
+    """One `dvc exp run -S` value (`key=value`, `++runs.<run>.<key>=value`) applied to raw params."""
+    path, _, text = override.lstrip("+").partition("=")
+    keys = path.split(".")
+    target = params
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = yaml.safe_load(text)
+
+
+def cell_params(raw: dict, runs, cell: dict, seeds, extra: list[str]) -> dict:
+    params = copy.deepcopy(raw)
+    for run in runs:
+        params["runs"][run].update(cell, seeds=list(seeds))
+    for override in extra:
+        apply_override(params, override)
+    return params
+
+
+def train_and_evaluate_cell(params: dict, runs: list[str], repo: str, threads: int) -> dict:
+    """One cell, in a Ray worker: train and evaluate each run; the rows `collect` would read."""
+    import torch
+
+    from fashionbench.evaluate import evaluate_run
+    from fashionbench.experiments import run_result
+    from fashionbench.train import train_run
+    from fashionbench.training import resolve_device
+
+    torch.set_num_threads(threads)
+    configs = validate(params)["runs"]
+    rows = {}
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="fashionbench-cell-") as scratch:
+        os.symlink(Path(repo) / "data", Path(scratch) / "data")
+        os.chdir(scratch)  # models/ and resume/ of this cell only; restored for the worker's next task
+        try:
+            for run in runs:
+                cfg = configs[run]
+                device = resolve_device(cfg["device"])
+                trained = train_run(cfg, device, tracker=None, progress=False, resume=False)
+                trained.pop("_model")
+                result = evaluate_run(cfg, device, trained)
+                rows[run] = {"metrics": run_result(result["metrics"], result["details"]),
+                             "confusion_matrix": result["details"]["confusion_matrix"],
+                             "class_names": result["details"]["class_names"]}
+        finally:
+            os.chdir(previous)
+    return rows
+
+
+def run_cells(name: str, study, grid: dict, seeds, extra: list[str], address: str | None,
+              cpus_per_cell: int = 1) -> list[dict]:
+    """Every cell as a Ray task (at most cores / cpus_per_cell at once); the cells of studies/<name>.json."""
+    import ray
+
+    from fashionbench.study import cell_name, cells
+
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    repo = str(Path.cwd().resolve())
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=cpus_per_cell, max_retries=2)(train_and_evaluate_cell)
+        grid_cells = cells(grid)
+        pending = {task.remote(cell_params(raw, study.runs, cell, seeds, extra), list(study.runs), repo, cpus_per_cell):
+                   cell for cell in grid_cells}
+        done = {}
+        for ref, cell in pending.items():
+            try:
+                done[cell_name(name, cell)] = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # a cell that raised: recorded failed, the others go on
+                print(f"{cell_name(name, cell)}: failed: {str(exc).splitlines()[-1]}")
+                done[cell_name(name, cell)] = {run: {"metrics": None, "confusion_matrix": None, "class_names": None}
+                                              for run in study.runs}
+    finally:
+        ray.shutdown()
+    return [{"experiment": cell_name(name, cell), "params": cell, "runs": done[cell_name(name, cell)]}
+            for cell in grid_cells]
