@@ -92,3 +92,14 @@ def test_the_best_trial_is_chosen_on_validation_among_trials_that_trained_every_
             {"status": "FAILED", "epochs_run": 4, "val_accuracy": 0.99, "test_accuracy": 0.99}]
     search = Search(run=RUN, space={})
     assert best_trial(rows, search, max_epochs=4) is rows[1]
+
+
+def test_a_cluster_with_a_local_sqlite_store_is_refused_in_one_line(workspace, store, capsys):
+    from fashionbench import tune
+
+    (workspace / "tuning").mkdir()
+    (workspace / "tuning" / "spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
+    assert tune.main([RUN, "--address", "127.0.0.1:6379"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLFLOW_TRACKING_URI: --address 127.0.0.1:6379 needs a tracking server")
+    assert err.count("\n") == 1 and not (workspace / "tuning" / f"{RUN}.json").exists()
