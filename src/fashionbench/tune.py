@@ -177,37 +177,59 @@ def reproduce_command(run: str, config: dict) -> str:
 
 
 def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run_id: str | None,
-                threads: int) -> None:
+                tracking_uri: str, threads: int) -> None:
     """One trial, in a Ray worker: the run's config with the sampled keys, its first seed, the
     prepared data from the object store; a nested MLflow run; the metric reported every epoch."""
     import torch
     from ray import tune
 
-    from fashionbench.tracking import RunTracker, ended_on_failure
+    from fashionbench.tracking import RunTracker
     from fashionbench.training import resolve_device, train_seed
 
     torch.set_num_threads(threads)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the session's store, whatever this node was started with
     sampled = {k: plain(v) for k, v in config.items()}
-    cfg = with_keys(raw_params, run, sampled)
+    trial_name = tune.get_context().get_trial_name()
+    try:
+        cfg = with_keys(raw_params, run, sampled)
+    except ConfigError as exc:  # a combination the space allows but params.yaml refuses: this trial fails
+        if parent_run_id:
+            failed = RunTracker.start({**with_keys(raw_params, run, {}), **sampled}, parent_run_id=parent_run_id,
+                                      name=f"tune/{run}/{trial_name}")
+            failed.set_tags({"error": str(exc)})
+            failed.end("FAILED")
+        raise
     device = resolve_device(cfg["device"])
     tensors = {k: (torch.from_numpy(v.copy()) if hasattr(v, "dtype") else v) for k, v in data.items()}
     tensors = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
-    trial_name = tune.get_context().get_trial_name()
     tracker = None
     if parent_run_id:
         tracker = RunTracker.start(cfg, parent_run_id=parent_run_id, name=f"tune/{run}/{trial_name}")
-    with ended_on_failure(tracker):
-        def report(row: dict) -> None:
-            if tracker:
-                tracker.log_epoch(row)
-            tune.report({"epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
-                         "test_accuracy": row["test_accuracy"], "train_seconds": row["seconds"],
-                         "mlflow_run_id": tracker.run_id if tracker else ""})
+    epochs_done = [0]
 
-        result = train_seed(cfg, tensors, cfg["seeds"][0], device, on_epoch=report, progress=False)
+    def report(row: dict) -> None:
+        epochs_done[0] = row["epoch"]
         if tracker:
-            tracker.set_tags({"status": result["status"]})
+            tracker.log_epoch(row)
+        tune.report({"epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
+                     "test_accuracy": row["test_accuracy"], "train_seconds": row["seconds"],
+                     "mlflow_run_id": tracker.run_id if tracker else ""})
+
+    try:
+        result = train_seed(cfg, tensors, cfg["seeds"][0], device, on_epoch=report, progress=False)
+    except SystemExit:  # Ray Tune stops a trial by sys.exit in its report: ASHA, not a failure
+        if tracker:
+            if epochs_done[0] < cfg["epochs"]:
+                tracker.set_tags({"stopped_early": "true"})
             tracker.end()
+        raise
+    except BaseException:
+        if tracker:
+            tracker.end("FAILED")
+        raise
+    if tracker:
+        tracker.set_tags({"status": result["status"]})
+        tracker.end()
 
 
 def mlflow_callback(epochs: int):
@@ -222,11 +244,14 @@ def mlflow_callback(epochs: int):
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if not run_id:
             return
-        tracker = RunTracker(run_id)
-        if tracker.client.get_run(run_id).info.status == "RUNNING":
-            if tags:
-                tracker.set_tags(tags)
-            tracker.end(status)
+        try:
+            tracker = RunTracker(run_id)
+            if tracker.client.get_run(run_id).info.status == "RUNNING":
+                if tags:
+                    tracker.set_tags(tags)
+                tracker.end(status)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the search
+            print(f"warning: could not end MLflow run {run_id} of {trial}: {exc}", file=sys.stderr)
 
     class EndTrialRuns(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -274,7 +299,7 @@ def trial_rows(results, search: Search) -> list[dict]:
             "trial": Path(result.path).name if result.path else None,
             "config": {k: plain(v) for k, v in (result.config or {}).items()},
             "status": "FAILED" if result.error else "TERMINATED",
-            "error": str(result.error).splitlines()[0] if result.error else None,
+            "error": str(result.error).strip().splitlines()[-1] if result.error else None,  # the exception, not Ray's header
             "epochs_run": int(last.get("epoch", 0)),
             "val_accuracy": last.get("val_accuracy"),
             "val_loss": last.get("val_loss"),
@@ -301,6 +326,8 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from fashionbench.tracking import tracking_uri
+
     raw_params = read_yaml(PARAMS_FILE, "params.yaml")
     cfg = with_keys(raw_params, search.run, {})
     epochs = cfg["epochs"] if "epochs" not in search.space else max(search.space["epochs"][1])
@@ -315,7 +342,7 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, run=search.run, raw_params=raw_params,
                                  data=prepared_arrays(cfg["dataset"]), parent_run_id=parent_run_id,
-                                 threads=search.cpus_per_trial),
+                                 tracking_uri=tracking_uri(), threads=search.cpus_per_trial),
             {"cpu": search.cpus_per_trial})
         tuner = tune.Tuner(
             trainable, param_space=ray_space(search),

@@ -4,7 +4,10 @@ directory there: `unshare -n`, `ip link set lo up`, then pytest with FASHIONBENC
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -29,14 +32,21 @@ class RayNode:
         self.log.close()
 
 
-def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
+def wait_for_nodes(address: str, count: int, nodes: list[RayNode], timeout: float = 120) -> None:
     """Until the cluster at `address` has `count` live nodes (asked from a separate process, so
     the test process never joins the cluster itself)."""
     probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
              "print(sum(n['Alive'] for n in ray.nodes()))")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run([str(BIN / "python"), "-c", probe, address], capture_output=True, text=True)
+        dead = [n for n in nodes if n.proc.poll() is not None]
+        if dead:
+            pytest.fail(f"a Ray node exited at start:\n{open(dead[0].log.name).read()[-3000:]}")
+        try:
+            out = subprocess.run([str(BIN / "python"), "-c", probe, address], capture_output=True, text=True,
+                                 timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
         if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
         time.sleep(1)
@@ -44,13 +54,17 @@ def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_cluster(tmp_path, monkeypatch):
     """A real two-node Ray cluster on 127.0.0.1: a head with no CPUs for trials and one worker
     node with two; `add_worker()` starts another. Every node is stopped at the end, by its pid."""
+    # Ray 2.60's head turns token authentication on: every node and driver gets this cluster's token.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
     port = free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[RayNode] = []
-    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", str(tmp_path / "ray")]
+    sessions = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", sessions]
 
     def add_worker(cpus: int = 2) -> RayNode:
         node = RayNode(["--address", address, f"--num-cpus={cpus}", *common], tmp_path / f"worker{len(nodes)}.log")
@@ -61,8 +75,9 @@ def ray_cluster(tmp_path):
         nodes.append(RayNode(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *common],
                              tmp_path / "head.log"))
         worker = add_worker()
-        wait_for_nodes(address, 2)
+        wait_for_nodes(address, 2, nodes)
         yield {"address": address, "worker": worker, "add_worker": add_worker}
     finally:
         for node in reversed(nodes):
             node.stop()
+        shutil.rmtree(sessions, ignore_errors=True)

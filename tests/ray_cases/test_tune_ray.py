@@ -103,12 +103,12 @@ def test_asha_stops_some_trials_early(workspace, ray_cluster, server):
     assert min(epochs) < 6 and max(epochs) == 6, epochs
     _, children = session_runs(server)
     stopped = [c for c in children if c.data.tags.get("stopped_early") == "true"]
-    assert stopped and all(c.info.status == "FINISHED" for c in children)
+    assert stopped and all(c.info.status == "FINISHED" for c in children), [(c.info.status, c.data.tags.get("stopped_early"), c.data.metrics.get("val/accuracy")) for c in children]
 
 
 def test_a_trial_that_raises_is_failed_and_the_search_goes_on(workspace, ray_cluster, server):
     # momentum 0 with nesterov is refused by params.yaml's rules: a combination the space allows.
-    set_run(workspace, RUN, optimizer="sgd", lr=0.05)
+    set_run(workspace, RUN, optimizer="sgd", lr=0.05, momentum=0.9)  # each value alone is valid
     tune_space(workspace, RUN, trials=4, concurrent=2,
                space={"momentum": {"choice": [0.0, 0.9]}, "nesterov": {"choice": [True]}})
     done = tune(workspace, "--address", ray_cluster["address"])
