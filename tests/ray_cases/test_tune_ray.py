@@ -109,7 +109,9 @@ def test_asha_stops_some_trials_early(workspace, ray_cluster, server):
 def test_a_trial_that_raises_is_failed_and_the_search_goes_on(workspace, ray_cluster, server):
     # momentum 0 with nesterov is refused by params.yaml's rules: a combination the space allows.
     set_run(workspace, RUN, optimizer="sgd", lr=0.05, momentum=0.9)  # each value alone is valid
-    tune_space(workspace, RUN, trials=4, concurrent=2,
+    # TODO(next session): a seeded search (BasicVariantGenerator's random_state) instead of 8 draws,
+    # which miss one of the two momenta 2 times in 256.
+    tune_space(workspace, RUN, trials=8, concurrent=2,
                space={"momentum": {"choice": [0.0, 0.9]}, "nesterov": {"choice": [True]}})
     done = tune(workspace, "--address", ray_cluster["address"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
