@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from fashionbench.tune import Search, TuneError, best_trial, load_search, override_value, reproduce_command
+from fashionbench.tune import (Search, TuneError, best_trial, load_search, override_value, ray_space,
+                               reproduce_command, search_algorithm)
 
 RUN = "mlp_64-fashion_mnist"
 
@@ -43,6 +44,7 @@ def test_a_space_gives_each_key_its_distribution(tmp_path):
     ({"metric": "test_accuracy"}, r"mlp_64-fashion_mnist.metric: expected one of: val_accuracy, val_loss \(validation only\)"),
     ({"scheduler": "pbt"}, r"mlp_64-fashion_mnist.scheduler: expected one of: asha, none"),
     ({"reduction_factor": 1}, r"mlp_64-fashion_mnist.reduction_factor: expected an integer >= 2"),
+    ({"search_seed": -1}, r"mlp_64-fashion_mnist.search_seed: expected an integer >= 0, got -1"),
     ({"space": {"lr": {"loguniform": [0.0, 0.1]}}}, r"space.lr.loguniform: expected low > 0"),
     ({"space": {"lr": {"uniform": [0.1, 0.01]}}}, r"space.lr.uniform: expected \[low, high\] with low < high"),
     ({"space": {"lr": {"normal": [0, 1]}}}, r"space.lr: expected one distribution"),
@@ -76,6 +78,23 @@ def test_a_run_without_a_search_or_not_in_params_is_named(tmp_path):
     spaces.write_text(yaml.safe_dump(raw))
     with pytest.raises(TuneError, match=r"cnn_small-fashion_mnist: not a run of"):
         load_search("cnn_small-fashion_mnist", spaces, params)
+
+
+def drawn(search: Search, trials: int) -> list[dict]:
+    """The configurations the search's sampler draws, in order (Ray's generator, without a cluster)."""
+    ray_tune = pytest.importorskip("ray.tune")
+    ray_tune.register_trainable("draw", lambda config: None)
+    sampler = search_algorithm(search)
+    sampler.add_configurations({"draw": {"run": "draw", "config": ray_space(search), "num_samples": trials}})
+    return [trial.config for trial in iter(sampler.next_trial, None)]
+
+
+def test_the_same_search_seed_draws_the_same_configurations(tmp_path):
+    search = load(tmp_path, space={"lr": {"loguniform": [0.0001, 0.1]}, "optimizer": {"choice": ["sgd", "adam"]}})
+    first = drawn(search, 6)
+    assert drawn(search, 6) == first and len({c["lr"] for c in first}) == 6
+    reseeded = load(tmp_path, search_seed=7, space={"lr": {"loguniform": [0.0001, 0.1]}, "optimizer": {"choice": ["sgd", "adam"]}})
+    assert drawn(reseeded, 6) != first
 
 
 def test_the_reproducing_command_sets_every_sampled_key_exactly():

@@ -42,6 +42,7 @@ def train_and_evaluate_cell(params: dict, runs: list[str], repo: str, threads: i
     """One cell, in a Ray worker: train and evaluate each run; the rows `collect` would read."""
     import torch
 
+    from fashionbench.cpu import configure_process
     from fashionbench.evaluate import evaluate_run
     from fashionbench.experiments import run_result
     from fashionbench.train import train_run
@@ -58,6 +59,7 @@ def train_and_evaluate_cell(params: dict, runs: list[str], repo: str, threads: i
             for run in runs:
                 cfg = configs[run]
                 device = resolve_device(cfg["device"])
+                configure_process(device)  # as the train stage does: the same arithmetic (flushed denormals)
                 trained = train_run(cfg, device, tracker=None, progress=False, resume=False)
                 trained.pop("_model")
                 result = evaluate_run(cfg, device, trained)

@@ -34,7 +34,7 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}  # validation only: test nu
 SCHEDULERS = ("asha", "none")
 DISTRIBUTIONS = ("loguniform", "uniform", "integer", "choice")
 ENTRY_KEYS = {"trials", "metric", "scheduler", "grace_epochs", "reduction_factor", "concurrent",
-              "cpus_per_trial", "space"}
+              "cpus_per_trial", "search_seed", "space"}
 FIXED_KEYS = ("seed", "seeds", "device", "max_epochs")  # what a trial is, not what it searches
 
 
@@ -53,6 +53,7 @@ class Search:
     reduction_factor: int = 3
     concurrent: int = 1
     cpus_per_trial: int = 1
+    search_seed: int = 0  # the sampler's RNG: the same file draws the same configurations
 
     @property
     def mode(self) -> str:
@@ -135,8 +136,8 @@ def load_search(run: str, path: Path = SPACES_FILE, params_path: Path = PARAMS_F
     space = entry.get("space")
     if not isinstance(space, dict) or not space:
         raise TuneError(f"{where}.space: expected a mapping of training keys to distributions")
-    fields = {k: positive_int(f"{where}.{k}", entry[k], 2 if k == "reduction_factor" else 1)
-              for k in ("trials", "grace_epochs", "reduction_factor", "concurrent", "cpus_per_trial") if k in entry}
+    least = {"trials": 1, "grace_epochs": 1, "reduction_factor": 2, "concurrent": 1, "cpus_per_trial": 1, "search_seed": 0}
+    fields = {k: positive_int(f"{where}.{k}", entry[k], least[k]) for k in least if k in entry}
     metric = entry.get("metric", "val_accuracy")
     if metric not in METRICS:
         raise TuneError(f"{where}.metric: expected one of: {', '.join(METRICS)} (validation only), got {metric!r}")
@@ -157,6 +158,13 @@ def ray_space(search: Search) -> dict:
     make = {"loguniform": lambda a: tune.loguniform(*a), "uniform": lambda a: tune.uniform(*a),
             "integer": lambda a: tune.randint(a[0], a[1] + 1), "choice": tune.choice}
     return {key: make[kind](args) for key, (kind, args) in search.space.items()}
+
+
+def search_algorithm(search: Search):
+    """Random sampling from the space, seeded: the same entry draws the same configurations."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=search.search_seed)
 
 
 def plain(value):
@@ -183,6 +191,7 @@ def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run
     import torch
     from ray import tune
 
+    from fashionbench.cpu import configure_process
     from fashionbench.tracking import RunTracker
     from fashionbench.training import resolve_device, train_seed
 
@@ -200,6 +209,7 @@ def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run
             failed.end("FAILED")
         raise
     device = resolve_device(cfg["device"])
+    configure_process(device)  # as the train stage does: the same arithmetic (flushed denormals)
     tensors = {k: (torch.from_numpy(v.copy()) if hasattr(v, "dtype") else v) for k, v in data.items()}
     tensors = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
     tracker = None
@@ -347,6 +357,7 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
         tuner = tune.Tuner(
             trainable, param_space=ray_space(search),
             tune_config=tune.TuneConfig(metric=search.metric, mode=search.mode, scheduler=scheduler,
+                                        search_alg=search_algorithm(search),
                                         num_samples=search.trials, max_concurrent_trials=search.concurrent),
             run_config=tune.RunConfig(name=f"{search.run}-{int(time.time())}", storage_path=str(storage.resolve()),
                                       failure_config=tune.FailureConfig(max_failures=2),
@@ -364,7 +375,7 @@ def session_summary(search: Search, results: list, epochs: int, run_cfg: dict, a
     best = best_trial(rows, search, epochs)
     return {
         "run": search.run, "metric": search.metric, "mode": search.mode, "scheduler": search.scheduler,
-        "epochs": epochs, "address": address or "embedded", "wall_seconds": round(seconds, 1),
+        "epochs": epochs, "search_seed": search.search_seed, "address": address or "embedded", "wall_seconds": round(seconds, 1),
         "space": {k: {kind: args} for k, (kind, args) in search.space.items()},
         "default": {k: run_cfg[k] for k in search.space},
         "best": best and {"trial": best["trial"], "config": best["config"], search.metric: best[search.metric],
