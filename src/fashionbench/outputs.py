@@ -24,7 +24,6 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 STUDIES_DIR = Path("studies")
-TUNING_DIR = Path("tuning")  # fashionbench tune: spaces.yaml in, <run>.json out
 # Resumable training state: not a DVC output, so DVC never deletes it before `train` runs.
 RESUME_DIR = Path("resume")
 

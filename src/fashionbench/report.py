@@ -17,10 +17,11 @@ import yaml
 from fashionbench.config import PARAMS_FILE, ConfigError, load_params
 from fashionbench.experiments import run_result
 from fashionbench.models import BEYOND_SEEDS
-from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, TUNING_DIR, evaluation_path, history_path, metrics_path,
-                                  read_json, write_csv, write_text)
+from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
+                                  write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
                                     verdict)
+from fashionbench.tune import TUNING_DIR  # tuning/<run>.json is tune's format
 
 
 def read_optional_json(path: Path):

@@ -27,8 +27,8 @@ from pathlib import Path
 import yaml
 
 from fashionbench.config import PARAMS_FILE, TRAIN_KEYS, ConfigError, validate
-from fashionbench.outputs import TUNING_DIR
 
+TUNING_DIR = Path("tuning")  # spaces.yaml in, <run>.json out (a dependency of the report, like studies/)
 SPACES_FILE = TUNING_DIR / "spaces.yaml"
 METRICS = {"val_accuracy": "max", "val_loss": "min"}  # validation only: test numbers never steer a search
 SCHEDULERS = ("asha", "none")
