@@ -67,3 +67,50 @@ def test_seed003_heatmap_is_written(tmp_path):
 ])
 def test_verdict(ours, seed, pm, std, expected):
     assert verdict(ours, seed, pm, std) == expected
+
+
+def fixture_tuning(tmp_path):
+    """tuning/fcn_400-fashion_mnist.json as `fashionbench tune` writes it: 3 trials, one stopped early."""
+    import json
+
+    trial = {"status": "TERMINATED", "epochs_run": 40, "val_accuracy": 0.89, "test_accuracy": 0.88}
+    tuned = {"run": "fcn_400-fashion_mnist", "metric": "val_accuracy", "epochs": 40,
+             "best": {"config": {"optimizer": "adam", "lr": 0.000867123}, "val_accuracy": 0.8962,
+                      "test_accuracy": 0.8866, "command": "dvc exp run -S '++runs.fcn_400-fashion_mnist.lr=0.000867123'"},
+             "trials": [trial, {**trial, "epochs_run": 4}, {**trial, "status": "FAILED", "epochs_run": 0}]}
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "fcn_400-fashion_mnist.json").write_text(json.dumps(tuned))
+    return tmp_path / "tuning"
+
+
+def test_the_tuning_section_sets_the_best_trial_beside_the_seed_and_the_default(tmp_path):
+    from fashionbench.report import tuning_section
+
+    tuning_dir = fixture_tuning(tmp_path)
+    cfg = {"model": "fcn_400", "dataset": "fashion_mnist"}
+    lines = tuning_section(tuning_dir, {"fcn_400-fashion_mnist": {"test_accuracy": 0.8447}}, {"fcn_400-fashion_mnist": cfg})
+    row = next(line for line in lines if line.startswith("| fcn_400"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "fcn_400-fashion_mnist" and "(003)" in cells[1]
+    assert cells[2:6] == ["84.47", "3 (1 stopped early)", "89.62", "88.66"]
+    assert cells[6] == "lr 0.000867, optimizer adam"
+    assert "- fcn_400-fashion_mnist: `dvc exp run -S '++runs.fcn_400-fashion_mnist.lr=0.000867123'`" in lines
+
+
+def test_a_study_of_a_tuned_run_says_what_tuning_found_under_its_table(tmp_path):
+    import json
+    import shutil
+
+    from conftest import REPO
+    from fashionbench.report import studies_section
+
+    tuning_dir = fixture_tuning(tmp_path)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(REPO / "studies" / "catalogue.yaml", studies / "catalogue.yaml")
+    (studies / "optimizer_lr.json").write_text(json.dumps(fixture_optimizer_lr()))
+    lines = studies_section(studies, tmp_path / "plots", tuning_dir)
+    tuned = [line for line in lines if line.startswith("**Tuned**")]
+    assert tuned == ["**Tuned** (`fashionbench tune fcn_400-fashion_mnist`, 3 trials, chosen on validation; see "
+                     "*Tuning*): val accuracy 89.62, test 88.66, with lr 0.000867, optimizer adam."]
+    assert lines.index(tuned[0]) > lines.index(next(line for line in lines if "| lr |" in line))

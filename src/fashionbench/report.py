@@ -324,11 +324,12 @@ def study_figure(result: dict, dest: Path) -> None:
                                  [f["std"] if f else 0.0 for f in found], result["title"], dest)
 
 
-def studies_section(studies_dir: Path, plots_dir: Path) -> list[str]:
+def studies_section(studies_dir: Path, plots_dir: Path, tuning_dir: Path = TUNING_DIR) -> list[str]:
     from fashionbench.catalogue import load_studies
 
     lines = ["## Studies", ""]
     index = ["# Study figures", "", "Written by the `report` stage; see ../report.md.", ""]
+    noted: set[str] = set()
     for name, study in load_studies(studies_dir / "catalogue.yaml").items():
         path = studies_dir / f"{name}.json"
         if not path.is_file():
@@ -339,11 +340,32 @@ def studies_section(studies_dir: Path, plots_dir: Path) -> list[str]:
         result = read_json(path)
         study_figure(result, plots_dir / "studies" / f"{name}.png")
         lines.append(study_markdown(result))
+        tuned = [run for run in study.runs if (tuning_dir / f"{run}.json").is_file() and run not in noted]
+        lines += [*(tuned_line(read_json(tuning_dir / f"{run}.json")) for run in tuned), ""] if tuned else []
+        noted.update(tuned)  # under the first study of a tuned run only
     write_text(plots_dir / "studies" / "index.md", "\n".join(index) + "\n")
     return lines
 
 
 # ---- tuning ------------------------------------------------------------------------------
+
+def config_text(config: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(config.items()))
+
+
+def metric_text(metric: str, value: float) -> str:
+    return pct(value) if metric == "val_accuracy" else f"{value:.4f}"
+
+
+def tuned_line(tuned: dict) -> str:
+    """One sentence under a study of the tuned run: what the search found (see ## Tuning)."""
+    best, head = tuned.get("best"), f"**Tuned** (`fashionbench tune {tuned['run']}`, {len(tuned['trials'])} trials"
+    if best is None:
+        return head + "): no trial trained every epoch."
+    return (head + f", chosen on validation; see *Tuning*): {tuned['metric'].replace('_', ' ')} "
+            f"{metric_text(tuned['metric'], best[tuned['metric']])}, test {pct(best['test_accuracy'])}, "
+            f"with {config_text(best['config'])}.")
+
 
 def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: dict[str, dict]) -> list[str]:
     """Each tuning/<run>.json (`fashionbench tune`): the best configuration found on the
@@ -354,7 +376,7 @@ def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: d
     lines = ["## Tuning", "",
              "`fashionbench tune <run>` (Ray Tune, search spaces in `tuning/spaces.yaml`): the best trial by "
              "validation accuracy, then its test accuracy, measured once. Reproduce it with the command given.", "",
-             "| run | seed's number | default (ours) | trials | best validation | its test accuracy | best configuration |",
+             "| run | seed's number | default (ours) | trials | best validation metric | its test accuracy | best configuration |",
              "|---|---|---|---|---|---|---|"]
     commands = []
     for path in results:
@@ -364,15 +386,14 @@ def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: d
         ref = SEED_RESULTS.get((cfg["model"], cfg["dataset"])) if cfg else None
         seed_text = f"{ref['accuracy']:.2f}" + (f" ± {ref['pm']}" if ref["pm"] else "") + f" ({ref['seed']})" if ref else "-"
         best = tuned.get("best")
-        stopped = sum(r["status"] != "FAILED" and r["epochs_run"] < max(t["epochs_run"] for t in tuned["trials"])
-                      for r in tuned["trials"])
+        stopped = sum(r["status"] != "FAILED" and r["epochs_run"] < tuned["epochs"] for r in tuned["trials"])
         trials = f"{len(tuned['trials'])} ({stopped} stopped early)"
         if best is None:
             lines.append(f"| {run} | {seed_text} | {pct(m and m.get('test_accuracy'))} | {trials} | none finished | | |")
             continue
-        config = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(best["config"].items()))
         lines.append(f"| {run} | {seed_text} | {pct(m and m.get('test_accuracy'))} | {trials} | "
-                     f"{pct(best.get(tuned['metric']))} | {pct(best['test_accuracy'])} | {config} |")
+                     f"{metric_text(tuned['metric'], best[tuned['metric']])} | {pct(best['test_accuracy'])} | "
+                     f"{config_text(best['config'])} |")
         commands.append(f"- {run}: `{best['command']}`")
     return lines + ["", *commands, ""]
 
