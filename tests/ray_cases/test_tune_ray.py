@@ -152,7 +152,7 @@ def test_a_worker_node_killed_mid_trial_gets_the_trial_retried_elsewhere(workspa
 
 
 def test_ctrl_c_ends_the_session_with_every_mlflow_run_ended(workspace, ray_cluster, server):
-    set_run(workspace, RUN, model="resnet_fast", width=4, epochs=50)
+    set_run(workspace, RUN, model="resnet_fast", width=4, epochs=2000)  # far longer than the test: Ctrl-C comes mid-trial
     tune_space(workspace, RUN, trials=4, concurrent=2)
     proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.tune", RUN, "--address", ray_cluster["address"]],
                             cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
