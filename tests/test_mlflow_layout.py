@@ -59,7 +59,7 @@ def test_a_cnn_is_logged_without_torch_export_warnings(client):
     assert not [w for w in caught if "No complete tensor" in str(w.message)]
 
 
-def test_a_run_with_tta_logs_a_model_that_averages_each_image_with_its_mirror(client, workspace):
+def test_a_run_with_tta_logs_a_model_that_averages_the_views_of_each_image(client, workspace):
     import mlflow.pyfunc
     import numpy as np
     import torch
@@ -72,7 +72,7 @@ def test_a_run_with_tta_logs_a_model_that_averages_each_image_with_its_mirror(cl
     from fashionbench.outputs import checkpoint_path
     from fashionbench.training import predict
 
-    set_run(workspace, "mlp_64-fashion_mnist", model="resnet_fast", width=4, tta=True, precision="float32")
+    set_run(workspace, "mlp_64-fashion_mnist", model="resnet_fast", width=4, tta="flip_shift", precision="float32")
     assert train.main(["mlp_64-fashion_mnist"]) == 0
     parent = runs_by_name(client)["workspace/mlp_64-fashion_mnist"]
     served = mlflow.pyfunc.load_model(parent.data.tags["model_uri"])
@@ -80,7 +80,7 @@ def test_a_run_with_tta_logs_a_model_that_averages_each_image_with_its_mirror(cl
     cfg = run_config("mlp_64-fashion_mnist")
     model = model_from_config(cfg)
     model.load_state_dict(load_file(checkpoint_path(cfg["name"], 0)))
-    expected = predict(model, images, 8, "float32", tta=True)
+    expected = predict(model, images, 8, "float32", tta="flip_shift")
     got = served.predict(images.unsqueeze(1).float().numpy() / 255)
     assert np.allclose(got, expected.numpy(), atol=1e-5)
     assert not np.allclose(got, predict(model, images, 8, "float32").numpy(), atol=1e-5)

@@ -92,8 +92,8 @@ def test_experiments_are_read_from_dvc_exp_show_json():
 def test_null_and_boolean_grid_values_are_written_as_dvc_reads_them():
     from fashionbench import study
 
-    sets = study.overrides(["r"], {"ema": None, "tta": True, "lr": 0.1}, [0], [])
-    assert sets == ["++runs.r.ema=null", "++runs.r.tta=true", "++runs.r.lr=0.1", "++runs.r.seeds=[0]"]
+    sets = study.overrides(["r"], {"ema": None, "nesterov": True, "lr": 0.1}, [0], [])
+    assert sets == ["++runs.r.ema=null", "++runs.r.nesterov=true", "++runs.r.lr=0.1", "++runs.r.seeds=[0]"]
 
 
 @pytest.mark.parametrize("grid, seeds, message", [

@@ -14,7 +14,7 @@ tta_bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tta_bench)
 
 TINY = {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 2, "seeds": [0, 1],
-        "augment": "crop_flip", "lr_schedule": "onecycle", "ema": 0.9, "tta": True}
+        "augment": "crop_flip", "lr_schedule": "onecycle", "ema": 0.9, "tta": "flip"}
 
 
 LIGHT = ["--matmul-size", "512"]  # the reference multiply's size does not change what is tested

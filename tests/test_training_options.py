@@ -32,7 +32,7 @@ def augmented(images: torch.Tensor, cfg: dict, seed: int = 0) -> torch.Tensor:
 def test_every_option_is_off_by_default():
     cfg = config()
     assert (cfg["normalize"], cfg["augment"], cfg["random_erasing"], cfg["label_smoothing"], cfg["lr_schedule"],
-            cfg["warmup_epochs"], cfg["ema"], cfg["tta"]) == ("none", "none", 0.0, 0.0, "constant", 0, None, False)
+            cfg["warmup_epochs"], cfg["ema"], cfg["tta"]) == ("none", "none", 0.0, 0.0, "constant", 0, None, "none")
 
 
 def test_a_crop_is_a_window_of_the_image_padded_by_two():
@@ -75,9 +75,16 @@ def test_random_erasing_zeroes_one_rectangle_per_image_at_probability_one():
 def test_flips_are_refused_for_digits_with_one_line():
     with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.augment: crop_flip mirrors images"):
         config(dataset="mnist", augment="crop_flip")
-    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.tta: flip test-time augmentation"):
-        config(dataset="mnist", tta=True)
-    assert config(dataset="mnist", augment="crop")["augment"] == "crop"
+    for mode in ("flip", "flip_shift"):
+        with pytest.raises(ConfigError, match=rf"^runs.mlp_64-fashion_mnist.tta: {mode} mirrors images, which is wrong "
+                                              "for mnist .*; use shift or none$"):
+            config(dataset="mnist", tta=mode)
+    assert config(dataset="mnist", augment="crop", tta="shift")["tta"] == "shift"
+
+
+def test_tta_is_one_of_its_modes():
+    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.tta: expected one of none, flip, shift, flip_shift, got True$"):
+        config(tta=True)
 
 
 def test_label_smoothing_needs_cross_entropy_and_raises_a_confident_loss():
@@ -150,7 +157,38 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror():
     x = images.unsqueeze(1).float() / 255
     with torch.no_grad():
         expected = (model(x) + model(x.flip(-1))) / 2
-    assert torch.allclose(predict(model, images, 4, "float32", tta=True), expected, atol=1e-5)
+    assert torch.allclose(predict(model, images, 4, "float32", tta="flip"), expected, atol=1e-5)
+
+
+def test_a_shifted_view_moves_every_pixel_one_place_and_fills_with_background():
+    from fashionbench.models import view
+
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 3] = 1.0
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        moved = view(x, dx, dy, False)
+        assert moved.shape == x.shape and moved[0, 0, 2 + dy, 3 + dx] == 1.0 and moved.sum() == 1.0
+    assert view(x, 0, 1, True)[0, 0, 3, 1] == 1.0  # moved down, then mirrored
+    edge = torch.ones(1, 1, 5, 5)
+    assert view(edge, 1, 0, False)[0, 0, :, 0].sum() == 0  # the column shifted in is background
+
+
+def test_flip_shift_tta_weighs_the_image_and_its_mirror_as_its_four_diagonal_translations():
+    from fashionbench.models import tta_views, view
+
+    assert tta_views("flip_shift") == [(0, 0, False, 0.25), (0, 0, True, 0.25), (-1, -1, False, 0.125),
+                                       (-1, -1, True, 0.125), (1, 1, False, 0.125), (1, 1, True, 0.125)]
+    assert tta_views("shift") == [(0, 0, False, 0.5), (-1, -1, False, 0.25), (1, 1, False, 0.25)]
+    assert tta_views("none") == [(0, 0, False, 1.0)]
+    assert tta_views(True) == tta_views("flip") and tta_views(False) == tta_views("none")  # runs trained before the modes
+    torch.manual_seed(0)
+    model, images = build_model("cnn_small").eval(), batch(8)
+    x = images.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        untranslated = (model(x) + model(x.flip(-1))) / 2
+        translated = sum(model(view(x, d, d, m)) for d in (-1, 1) for m in (False, True)) / 4
+    assert torch.allclose(predict(model, images, 4, "float32", tta="flip_shift"), (untranslated + translated) / 2,
+                          atol=1e-5)
 
 
 def test_tta_adds_bf16_logits_in_float32():
@@ -160,7 +198,7 @@ def test_tta_adds_bf16_logits_in_float32():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain, mirror = model(x), model(x.flip(-1))
     assert plain.dtype == torch.bfloat16
-    assert torch.equal(predict(model, images, 8, "bf16", tta=True), (plain.float() + mirror.float()) / 2)
+    assert torch.equal(predict(model, images, 8, "bf16", tta="flip"), (plain.float() + mirror.float()) / 2)
 
 
 def test_standard_normalization_is_a_layer_holding_the_training_statistics(tiny_data):
@@ -179,7 +217,7 @@ def test_the_options_together_train_resnet_fast_and_resume_bit_for_bit(tiny_data
     params = base_params()
     params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 3,
                             "batch_size": 64, "normalize": "standard", "augment": "crop_flip", "random_erasing": 0.5,
-                            "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": True}}
+                            "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": "flip_shift"}}
     cfg, cpu = validate(params)["runs"]["r"], torch.device("cpu")
     whole = train_seed(cfg, tiny_data, 0, cpu, progress=False)
 

@@ -18,3 +18,25 @@ def test_the_probe_prints_validation_accuracy_per_epoch_and_no_test_number(works
 def test_a_bad_entry_is_named_in_one_line(workspace, capsys):
     assert probe.main(["mnist", '{"augment": "crop_flip"}']) == 1
     assert capsys.readouterr().err.startswith("error: runs.probe.augment: crop_flip mirrors images")
+
+
+tta_spec = importlib.util.spec_from_file_location("tta_probe", REPO / "benchmarks" / "tta_probe.py")
+tta_probe = importlib.util.module_from_spec(tta_spec)
+tta_spec.loader.exec_module(tta_probe)
+
+
+def test_the_tta_probe_scores_every_mode_on_validation_with_the_pipelines_checkpoints(workspace, capsys):
+    from fashionbench import train
+
+    assert train.main(["lenet5_modern-mnist", "--no-mlflow"]) == 0  # two seeds
+    capsys.readouterr()  # training's own summary line
+    assert tta_probe.main(["lenet5_modern-mnist"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert [row[0] for row in rows] == ["none", "shift"]  # no mirrors for digits
+    assert all(len(row) == 5 for row in rows) and "validation" in out and "test" not in out
+
+
+def test_the_tta_probe_of_an_untrained_run_is_one_line(workspace, capsys):
+    assert tta_probe.main(["mlp_64-fashion_mnist"]) == 1
+    assert capsys.readouterr().err.startswith("error: models/mlp_64-fashion_mnist/seed0")

@@ -24,6 +24,7 @@ PRECISIONS = ("auto", "float32", "bf16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 NORMALIZATIONS = ("none", "standard")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
+TTA_MODES = ("none", "flip", "shift", "flip_shift")  # the views test-time augmentation averages (models.tta_views)
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
 FLIPPABLE = ("fashion_mnist",)  # a mirrored garment is a garment; a mirrored digit is not a digit
 
@@ -131,7 +132,7 @@ TRAIN_KEYS = {
     "lr_schedule": lambda k, v: _choice(k, v, LR_SCHEDULES),
     "warmup_epochs": lambda k, v: _num(k, v, lo=0, integer=True),
     "ema": lambda k, v: _num(k, v, lo=0, lo_open=True, hi=1, hi_open=True, nullable=True),
-    "tta": _bool,
+    "tta": lambda k, v: _choice(k, v, TTA_MODES),
 }
 MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
@@ -243,9 +244,9 @@ def check_training_options(where: str, entry: dict, cfg: dict) -> None:
         if cfg["augment"] == "crop_flip":
             raise ConfigError(f"{origin('augment')}: crop_flip mirrors images, which is wrong for {cfg['dataset']} "
                               "(a mirrored digit is another shape); use crop")
-        if cfg["tta"]:
-            raise ConfigError(f"{origin('tta')}: flip test-time augmentation is for {', '.join(FLIPPABLE)} only, "
-                              f"not {cfg['dataset']}")
+        if "flip" in cfg["tta"]:
+            raise ConfigError(f"{origin('tta')}: {cfg['tta']} mirrors images, which is wrong for {cfg['dataset']} "
+                              "(a mirrored digit is another shape); use shift or none")
     if cfg["label_smoothing"] and cfg["loss"] != "cross_entropy":
         raise ConfigError(f"{origin('label_smoothing')}: needs loss cross_entropy, got {cfg['loss']}")
     if cfg["warmup_epochs"] and cfg["lr_schedule"] != "cosine":

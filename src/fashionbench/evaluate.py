@@ -60,7 +60,7 @@ def evaluate_run(cfg: dict, device, trained: dict) -> dict:
     per_seed = []
     for seed in cfg["seeds"]:
         model = load_checkpoint(cfg, seed, device)
-        logits = predict(model, images, eval_batch_size(cfg, device), cfg["precision"], bool(cfg.get("tta"))).float()
+        logits = predict(model, images, eval_batch_size(cfg, device), cfg["precision"], cfg.get("tta", "none")).float()
         pred = logits.argmax(1)
         per_seed.append({
             "seed": seed,

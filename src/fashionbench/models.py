@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATION_LAYERS = {
@@ -142,17 +143,43 @@ def resnet_fast(width: int = 32) -> nn.Sequential:
     )
 
 
-class FlipAveraged(nn.Module):
-    """The mean of a model's logits for each image and its horizontal mirror (test-time
-    augmentation, params' tta) inside the model: what a run with tta logs to MLflow, so the
-    served model scores what evaluate measured."""
+def tta_mode(value) -> str:
+    """params' tta as a mode; `true`/`false`, as runs trained before the modes saved it, are flip/none."""
+    return {True: "flip", False: "none", None: "none"}.get(value, value)
 
-    def __init__(self, model: nn.Module):
+
+def tta_views(mode) -> list[tuple[int, int, bool, float]]:
+    """The (dx, dy, mirrored, weight) views test-time augmentation averages, as airbench does:
+    flip, each image and its mirror; shift, the image (half the weight) and its two one-pixel
+    diagonal translations, up-left and down-right (zero filled, as the background); flip_shift,
+    both (6 views)."""
+    mode = tta_mode(mode)
+    mirrors = (False, True) if "flip" in mode else (False,)
+    groups = [[(0, 0)], [(-1, -1), (1, 1)]] if "shift" in mode else [[(0, 0)]]
+    return [(dx, dy, mirrored, 1 / len(groups) / len(group) / len(mirrors))
+            for group in groups for dx, dy in group for mirrored in mirrors]
+
+
+def view(x: torch.Tensor, dx: int, dy: int, mirrored: bool) -> torch.Tensor:
+    """Images (N, C, H, W) moved dx pixels right and dy down (zero filled), then mirrored."""
+    if dx or dy:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (1, 1, 1, 1))[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+    return x.flip(-1) if mirrored else x
+
+
+class ViewAveraged(nn.Module):
+    """The mean of a model's logits over the views of params' tta, inside the model: what evaluate
+    and predict score, and what a run with tta logs to MLflow, so the served model scores the same."""
+
+    def __init__(self, model: nn.Module, mode):
         super().__init__()
         self.model = model
+        self.views = tta_views(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x) + self.model(x.flip(-1))) / 2
+        # summed in float32: bf16 logits lose their last digits when added (the weights are powers of 2: exact)
+        return sum(weight * self.model(view(x, dx, dy, mirrored)).float() for dx, dy, mirrored, weight in self.views)
 
 
 # name -> (builder, the zoo entry's arguments). A run may override any builder argument

@@ -144,7 +144,7 @@ def local_model(run: str):
                            f"{', '.join(sorted(p.parent.name for p in summary.parent.parent.glob('*/train.json'))) or 'none'}")
     cfg = read_json(summary)["config"]
     model = load_checkpoint(cfg, cfg["seeds"][0], torch.device("cpu"))
-    tta = bool(cfg.get("tta"))  # as evaluate predicted
+    tta = cfg.get("tta", "none")  # as evaluate predicted (predict reads a legacy true as flip)
     return (lambda images: predict(model, torch.from_numpy(images), 256, cfg["precision"], tta).numpy()), cfg["dataset"]
 
 

@@ -94,7 +94,7 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
 FAST_OPTIONS = (("width", "width {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
                 ("random_erasing", "erasing {}"), ("label_smoothing", "label smoothing {}"),
                 ("lr_schedule", "{} schedule"), ("warmup_epochs", "{} warm-up epochs"), ("ema", "EMA {}"),
-                ("tta", "flip TTA"), ("weight_decay", "wd {}"))
+                ("tta", "{} TTA"), ("weight_decay", "wd {}"))
 OFF = (None, False, 0, 0.0, "none", "constant")
 
 

@@ -416,10 +416,10 @@ class RunTracker:
         # Numbers with no curve are params (columns to sort by), not single-point metric charts.
         self.log_params({"parameters": summary["parameters"], "train_seconds": summary["train_seconds"]})
         self.log_dataset(summary["config"]["dataset"], summary["digest"])
-        if summary["config"].get("tta"):  # the served model averages each image with its mirror, as evaluate does
-            from fashionbench.models import FlipAveraged
+        from fashionbench.models import ViewAveraged, tta_mode
 
-            model = FlipAveraged(model)
+        if tta_mode(summary["config"].get("tta")) != "none":  # the served model averages the views, as evaluate does
+            model = ViewAveraged(model, summary["config"]["tta"])
         self.log_model(model)
         self.end()
 

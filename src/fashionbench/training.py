@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionbench.models import model_from_config, uses_convolutions
+from fashionbench.models import ViewAveraged, model_from_config, tta_mode, uses_convolutions
 
 
 def resolve_device(name: str) -> torch.device:
@@ -307,28 +307,23 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto",
-            tta: bool = False) -> torch.Tensor:
+            tta: str = "none") -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), in batches, model in eval mode, at the precision
     it was trained at. Fastest for a model `place_model` put on the images' device. With
-    `tta`, the mean of the logits of each image and its horizontal mirror."""
+    `tta` (a mode of params' tta), the mean of the logits over its views of each image."""
     was_training = model.training
     model.eval()
     amp, channels_last = fast_paths(model, images.device, precision)
-
-    def logits(x):
-        if tta:  # summed in float32: bf16 logits lose their last digits when added
-            return (model(x).float() + model(x.flip(-1)).float()) / 2
-        return model(x)
-
+    net = ViewAveraged(model, tta) if tta_mode(tta) != "none" else model
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = [logits(to_input(images[i:i + batch_size], channels_last)).float()
+        out = [net(to_input(images[i:i + batch_size], channels_last)).float()
                for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=images.device)
 
 
 def evaluate_split(model, images, labels, loss_name: str, batch_size: int, precision: str,
-                   tta: bool = False) -> dict[str, float]:
+                   tta: str = "none") -> dict[str, float]:
     logits = predict(model, images, batch_size, precision, tta)
     if len(labels) == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
@@ -412,7 +407,7 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
     augment_rng = torch.Generator().manual_seed(seed + (1 << 32)) if augmenting else None
     extras = {"scheduler": scheduler, "ema": ema, "augment_rng": augment_rng}
     evaluated = lambda: ema.module if ema is not None else model  # noqa: E731 - what is evaluated and saved
-    tta = bool(cfg.get("tta"))
+    tta = cfg.get("tta", "none")
     has_val = len(data["val_labels"]) > 0  # val_fraction 0: no validation curves
 
     done = {"history": [], "status": "completed", "diverged_epoch": None, "seconds": 0.0, "finished": False}
