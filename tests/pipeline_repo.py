@@ -61,6 +61,16 @@ def make_repo(root: Path, params: dict) -> Path:
     return root
 
 
+def fcn_400_study_repo(root: Path) -> Path:
+    """A repository whose fcn_400-fashion_mnist run is reproduced and committed: a study's baseline."""
+    make_repo(root, tiny_params({"fcn_400-fashion_mnist": {
+        "model": "fcn_400", "dataset": "fashion_mnist", "optimizer": "sgd", "lr": 0.03}}))
+    run(root, "dvc", "repro")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "baseline")
+    return root
+
+
 def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline_repo import make_repo, run, tiny_params
+from pipeline_repo import fcn_400_study_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -15,11 +15,7 @@ def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypat
     monkeypatch.setenv("FASHIONBENCH_DATA_MIRROR", str(tmp_path / "mirror"))
     monkeypatch.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    root = make_repo(tmp_path / "repo", tiny_params({"fcn_400-fashion_mnist": {
-        "model": "fcn_400", "dataset": "fashion_mnist", "optimizer": "sgd", "lr": 0.03}}))
-    run(root, "dvc", "repro")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-q", "-m", "baseline")
+    root = fcn_400_study_repo(tmp_path / "repo")
     try:
         out = run(root, "python", "-m", "fashionbench.cli", "study", "optimizer_lr",
                   "--grid", "optimizer=sgd", "--grid", "lr=0.1,0.01", "--seeds", "0", "1", "-S", "max_epochs=1")
