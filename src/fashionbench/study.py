@@ -17,6 +17,7 @@ import sys
 import time
 
 from fashionbench.catalogue import CATALOGUE_FILE, Study, load_studies
+from fashionbench.tune import override_value  # one spelling of a value for `dvc exp run -S`
 from fashionbench.config import ConfigError
 from fashionbench.experiments import ExperimentsError, dvc, exp_show, experiments_of, run_result
 from fashionbench.outputs import evaluation_path, metrics_path, study_path, write_json
@@ -47,11 +48,6 @@ def cell_name(study: str, cell: dict) -> str:
     """A git-ref-safe experiment name, e.g. optimizer_lr-optimizer_sgd-lr_0p1."""
     parts = [f"{k}_{v}" for k, v in cell.items()] or ["defaults"]
     return re.sub(r"[^A-Za-z0-9_-]", "", f"{study}-" + "-".join(parts).replace(".", "p"))
-
-
-def override_value(value) -> str:
-    """A grid value as `dvc exp run -S` (Hydra's grammar) reads it: null and true/false, not Python's."""
-    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
