@@ -41,7 +41,7 @@ from fashionbench.config import run_config
 from fashionbench.cpu import configure_process, fixed_threads
 from fashionbench.models import model_from_config
 from fashionbench.outputs import train_summary_path
-from fashionbench.preprocess import load_prepared
+from fashionbench.preprocess import load_run_data
 from fashionbench.training import (augmentation_draws, make_ema, make_optimizer, make_scheduler, place_model,
                                    resolve_device, set_input_statistics, train_epoch, train_seed, train_step,
                                    to_input)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_config(args.run)
     device = resolve_device(cfg["device"])
     configure_process(device)
-    data = load_prepared(cfg["dataset"], device)
+    data = load_run_data(cfg, device)
     info = machine(device)
     matmul = matmul_flops_per_second(device, args.matmul_size)
     throughput = training_throughput(cfg, data, device, args.throughput_steps)

@@ -15,7 +15,7 @@ import torch
 from fashionbench.config import FLIPPABLE, TTA_MODES, ConfigError, run_config
 from fashionbench.datasets import DataError
 from fashionbench.evaluate import load_checkpoint
-from fashionbench.preprocess import load_prepared
+from fashionbench.preprocess import load_run_data
 from fashionbench.training import eval_batch_size, predict, resolve_device
 
 
@@ -26,14 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = run_config(args.run)
         device = resolve_device(cfg["device"])
-        data = load_prepared(cfg["dataset"], device)
+        data = load_run_data(cfg, device)
         models = {seed: load_checkpoint(cfg, seed, device) for seed in cfg["seeds"]}
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     images, labels = data["val_images"], data["val_labels"]
     if len(labels) == 0:
-        print("error: preprocess.val_fraction: 0 leaves no validation split to probe on", file=sys.stderr)
+        print("error: val_fraction: 0 leaves no validation split to probe on", file=sys.stderr)
         return 1
     modes = [m for m in TTA_MODES if cfg["dataset"] in FLIPPABLE or "flip" not in m]
     print(f"{args.run}: validation accuracy by tta mode, seeds {cfg['seeds']}")

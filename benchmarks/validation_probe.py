@@ -17,7 +17,7 @@ import sys
 import yaml
 
 from fashionbench.config import PARAMS_FILE, ConfigError, validate
-from fashionbench.preprocess import load_prepared
+from fashionbench.preprocess import load_run_data
 from fashionbench.training import resolve_device, train_seed
 
 
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if params["preprocess"]["val_fraction"] == 0:
-        print("error: preprocess.val_fraction: 0 leaves no validation split to probe on", file=sys.stderr)
-        return 1
     device = resolve_device(cfg["device"])
-    data = load_prepared(args.dataset, device)
+    data = load_run_data(cfg, device)
+    if len(data["val_labels"]) == 0:
+        print("error: val_fraction: 0 leaves no validation split to probe on", file=sys.stderr)
+        return 1
 
     def show(row: dict) -> None:
         print(f"epoch {row['epoch']:3d}  training {row['seconds']:7.1f} s  train accuracy {row['train_accuracy']:.4f}"

@@ -29,9 +29,19 @@ def add(path, **entries):
 
 def test_the_catalogue_holds_the_seeds_studies():
     studies = load_studies(REPO / "studies" / "catalogue.yaml")
-    assert list(studies) == SEEDS_STUDIES
+    assert list(studies)[:len(SEEDS_STUDIES)] == SEEDS_STUDIES
     assert studies["optimizer_lr"].grid == {"optimizer": ["rmsprop", "adam", "sgd"], "lr": [0.1, 0.01, 0.001]}
     assert studies["optimizer_lr"].seeds == (0, 1) and studies["epochs"].seeds == (0,)
+
+
+def test_the_zoo_seeds_study_adds_seeds_to_every_zoo_run():
+    from fashionbench.config import load_params
+    from fashionbench.models import BEYOND_SEEDS
+
+    zoo_seeds = load_studies(REPO / "studies" / "catalogue.yaml")["zoo_seeds"]
+    runs = {run for run, cfg in load_params(REPO / "params.yaml")["runs"].items() if cfg["model"] not in BEYOND_SEEDS}
+    assert zoo_seeds.extra_seeds and not zoo_seeds.grid and set(zoo_seeds.runs) == runs
+    assert zoo_seeds.seeds == (1, 2)  # with the pipeline's seed 0: three
 
 
 def test_a_study_added_to_the_file_is_listed_by_the_study_command(catalogue, monkeypatch, capsys):
@@ -56,7 +66,10 @@ def test_a_study_of_your_own_gets_its_table_in_the_report(tmp_path):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"title": "t", "runs": ["r"], "colour": 1}, "bad.colour: unknown key, expected one of: grid, runs, seed, seeds, title"),
+    ({"title": "t", "runs": ["r"], "colour": 1},
+     "bad.colour: unknown key, expected one of: extra_seeds, grid, runs, seed, seeds, title"),
+    ({"title": "t", "runs": ["r"], "extra_seeds": "yes"}, "bad.extra_seeds: expected true or false"),
+    ({"title": "t", "runs": ["r"], "extra_seeds": True, "grid": {"lr": [0.1]}}, "bad.extra_seeds: a study of extra seeds"),
     ({"title": "t", "runs": []}, "bad.runs: expected a non-empty list of params.yaml run names"),
     ({"title": "t", "runs": ["r"], "grid": {"learning_rate": [0.1]}}, "bad.grid.learning_rate: not a training key"),
     ({"title": "t", "runs": ["r"], "grid": {"lr": [0.1, -1]}}, "bad.grid.lr[1]: expected > 0, got -1"),

@@ -127,3 +127,17 @@ def test_pooling_before_relu_gives_exactly_the_outputs_and_gradients_of_the_seed
     ours, seed = outputs_and_gradients(model), outputs_and_gradients(seeds)
     assert torch.equal(ours[0], seed[0])
     assert all(torch.equal(a, b) for a, b in zip(ours[1], seed[1]))
+
+
+def test_patch_mlp_with_overlapping_patches_has_the_hand_counted_parameters():
+    # stride 3: (28 - 7) / 3 + 1 = 8 patches a side, 64 tokens; width 64, channel hidden 128, token hidden 64
+    tokens = 8 * 8
+    expected = (49 * 64 + 64) + (tokens * 64 + 64) + (64 * tokens + tokens) + (64 * 128 + 128) + (128 * 64 + 64) + (64 * 10 + 10)
+    model = build_model("patch_mlp", patch_stride=3)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_patch_mlp_width_sets_the_embedding_and_the_channel_mixer():
+    model = build_model("patch_mlp", width=256)
+    assert model.embed.out_features == 256 and model.w3.out_features == 512 and model.head.in_features == 256

@@ -50,7 +50,7 @@ def test_seed003_table_sets_the_seeds_numbers_beside_ours():
     seed = {r[0]: r[1:] for r in table_after(text, "Seed 003:")[2:]}
     assert seed["0.1"] == ["21.5 ± 2.5", "9.8 ± 2.3", "88.9 ± 2.5"]
     diffs = {r[0]: r[1:] for r in table_after(text, "Ours minus the seed's:")[2:]}
-    assert diffs["0.001"][1] == "-1.7: reproduced (within the seed's ±)"  # 87.9 vs 89.6 ± 2.0
+    assert diffs["0.001"][1] == "-1.7: reproduced (within ±4.47)"  # 87.9 ± 1.0 vs 89.6 ± 2.0: 2 sqrt(2² + 1²)
 
 
 def test_seed003_heatmap_is_written(tmp_path):
@@ -58,15 +58,18 @@ def test_seed003_heatmap_is_written(tmp_path):
     assert (tmp_path / "heat.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("ours, seed, pm, std, expected", [
-    (88.0, 87.2, 2.1, 0.0, "reproduced (within the seed's ±)"),
-    (87.5, 87.0, None, 0.0, "reproduced (within 1 point)"),
-    (80.0, 87.0, None, 0.0, "lower than the seed"),
-    (95.0, 87.0, 2.0, 1.0, "higher than the seed"),
-    (None, 87.0, None, 0.0, "no result"),
+@pytest.mark.parametrize("ours, seed, pm, std, seeds, expected", [
+    (88.0, 87.2, 2.1, 0.0, 1, "reproduced (within ±4.20)"),         # the seed's ± alone, twice
+    (84.5, 87.2, 2.1, 0.5, 3, "reproduced (within ±4.32)"),         # 2 sqrt(2.1² + 0.5²)
+    (87.5, 87.0, None, 0.2, 3, "reproduced (within ±0.57)"),        # no ±: the seed's run varies as ours, 2 sqrt(2) 0.2
+    (86.0, 87.0, None, 0.2, 3, "lower than the seed (beyond ±0.57)"),
+    (87.5, 87.0, None, 0.0, 1, "reproduced (one seed, within 1 point)"),
+    (80.0, 87.0, None, 0.0, 1, "lower than the seed (one seed, beyond 1 point)"),
+    (95.0, 87.0, 2.0, 1.0, 3, "higher than the seed (beyond ±4.47)"),
+    (None, 87.0, None, 0.0, 3, "no result"),
 ])
-def test_verdict(ours, seed, pm, std, expected):
-    assert verdict(ours, seed, pm, std) == expected
+def test_verdict_weighs_the_gap_against_both_spreads(ours, seed, pm, std, seeds, expected):
+    assert verdict(ours, seed, pm, std, seeds) == expected
 
 
 def fixture_tuning(tmp_path):

@@ -47,9 +47,10 @@ def test_metrics_file_holds_the_headline_numbers_only(workspace):
     run = "mlp_64-fashion_mnist"
     assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
     metrics = read_json(metrics_path(run))
-    assert list(metrics) == ["test_accuracy", "test_loss", "val_accuracy", "epochs_run", "train_seconds"]
+    assert list(metrics) == ["test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "epochs_run", "train_seconds"]
     trained = read_json(train_summary_path(run))
     assert metrics["val_accuracy"] == trained["seeds"][0]["final"]["val_accuracy"]
+    assert metrics["train_accuracy"] == trained["seeds"][0]["final"]["train_accuracy"]
     assert metrics["epochs_run"] == 1
 
 

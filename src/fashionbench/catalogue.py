@@ -17,7 +17,7 @@ from fashionbench.config import TRAIN_KEYS, ConfigError
 from fashionbench.outputs import STUDIES_DIR
 
 CATALOGUE_FILE = STUDIES_DIR / "catalogue.yaml"
-ENTRY_KEYS = {"title", "runs", "grid", "seeds", "seed"}
+ENTRY_KEYS = {"title", "runs", "grid", "seeds", "seed", "extra_seeds"}
 
 
 class CatalogueError(ConfigError):
@@ -31,6 +31,7 @@ class Study:
     grid: dict = field(default_factory=dict)  # training key -> values, crossed
     seeds: tuple[int, ...] = (0,)  # repeated seeds per cell (mean ± std)
     seed: str | None = None        # which write-up (000..004), for the seeds' own studies
+    extra_seeds: bool = False      # no grid: more seeds of the runs, pooled with theirs in the model zoo table
 
 
 def load_studies(path: Path = CATALOGUE_FILE) -> dict[str, Study]:
@@ -78,4 +79,10 @@ def study_entry(where: str, name, entry) -> Study:
     seed = entry.get("seed")
     if seed is not None and not (isinstance(seed, str) and re.fullmatch(r"\d{3}", seed)):
         raise CatalogueError(f"{where}seed: expected a write-up number as a quoted string, e.g. \"003\"")
-    return Study(title, tuple(runs), dict(grid), tuple(seeds), seed)
+    extra_seeds = entry.get("extra_seeds", False)
+    if not isinstance(extra_seeds, bool):
+        raise CatalogueError(f"{where}extra_seeds: expected true or false")
+    if extra_seeds and grid:
+        raise CatalogueError(f"{where}extra_seeds: a study of extra seeds trains the runs as params.yaml has them: "
+                             "expected no grid")
+    return Study(title, tuple(runs), dict(grid), tuple(seeds), seed, extra_seeds)

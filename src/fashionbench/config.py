@@ -124,6 +124,7 @@ TRAIN_KEYS = {
     "width": lambda k, v: _num(k, v, lo=1, integer=True, nullable=True),
     "activation": lambda k, v: _choice(k, v, ACTIVATIONS, nullable=True),
     "dropout": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
+    "patch_stride": lambda k, v: _num(k, v, lo=1, hi=7, integer=True, nullable=True),  # patch_mlp's 7x7: < 7 overlaps
     # Beyond the seeds (fast training); each off by default, so the seeds' runs do not move.
     "normalize": lambda k, v: _choice(k, v, NORMALIZATIONS),
     "augment": lambda k, v: _choice(k, v, AUGMENTATIONS),
@@ -133,8 +134,11 @@ TRAIN_KEYS = {
     "warmup_epochs": lambda k, v: _num(k, v, lo=0, integer=True),
     "ema": lambda k, v: _num(k, v, lo=0, lo_open=True, hi=1, hi_open=True, nullable=True),
     "tta": lambda k, v: _choice(k, v, TTA_MODES),
+    # The training set: null trains on the prepared split (preprocess.val_fraction held out);
+    # a number re-splits every training image, 0 trains on all of them (as seeds 000-002 and 004).
+    "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
 }
-MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout")
+MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout", "patch_stride")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
 PREPROCESS_KEYS = {
     "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
@@ -192,11 +196,11 @@ def validate(raw: Any) -> dict:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise ConfigError(f"runs.{name}: expected a name of letters, digits, '_', '-' and '.' "
                               "that starts with a letter or digit")
-        merged[name] = validate_run(name, entry, defaults, datasets)
+        merged[name] = validate_run(name, entry, defaults, datasets, preprocess["split_seed"])
     return {"defaults": defaults, "datasets": list(datasets), "preprocess": preprocess, "runs": merged}
 
 
-def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> dict:
+def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str], split_seed: int = 0) -> dict:
     where = f"runs.{name}."
     entry = _mapping(f"runs.{name}", entry)
     _check_keys(where, entry, set(TRAIN_KEYS) | set(RUN_ONLY_KEYS))
@@ -210,6 +214,7 @@ def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str]) -> 
         raise ConfigError(f"{where}dataset: expected one of the datasets list ({', '.join(datasets)}), got {entry['dataset']!r}")
     cfg["dataset"] = entry["dataset"]
     cfg["name"] = name
+    cfg["split_seed"] = split_seed  # a run's own val_fraction re-splits with the pipeline's seed
     if cfg["max_epochs"] is not None:  # smoke runs: one cap over every run's own epochs
         cfg["epochs"] = min(cfg["epochs"], cfg["max_epochs"])
     if cfg["seeds"] is None:

@@ -20,7 +20,7 @@ from fashionbench.models import model_from_config
 from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, metrics_path,
                                   read_json, read_tensors, train_summary_path, write_csv, write_json)
 from fashionbench.stopping import Stopped, stop_signals_raise
-from fashionbench.preprocess import load_prepared
+from fashionbench.preprocess import load_run_data
 from fashionbench.train import mean_std
 from fashionbench.training import compute_loss, eval_batch_size, place_model, predict, resolve_device
 
@@ -55,7 +55,7 @@ def read_trained(run: str) -> dict:
 
 def evaluate_run(cfg: dict, device, trained: dict) -> dict:
     """Evaluate every seed's checkpoint on the test split; details from the first seed."""
-    data = load_prepared(cfg["dataset"], device)
+    data = load_run_data(cfg, device)
     images, labels = data["test_images"], data["test_labels"]
     per_seed = []
     for seed in cfg["seeds"]:
@@ -99,6 +99,8 @@ def headline_metrics(trained: dict, test_accuracies: list[float], test_losses: l
     val = [s["final"]["val_accuracy"] for s in trained["seeds"] if "val_accuracy" in s["final"]]
     if val:  # none when the run trains on every image (val_fraction 0)
         metrics["val_accuracy"] = mean_std(val)[0]
+    # The last epoch's running accuracy on the training images (seed 001 reports its train accuracy).
+    metrics["train_accuracy"] = mean_std([s["final"]["train_accuracy"] for s in trained["seeds"]])[0]
     metrics["epochs_run"] = trained["seeds"][0]["epochs_run"]
     metrics["train_seconds"] = trained["train_seconds"]
     return metrics

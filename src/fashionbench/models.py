@@ -86,28 +86,31 @@ def cnn_seed004(dropout: float = 0.0) -> nn.Sequential:
 class PatchMLP(nn.Module):
     """Seed 001: a one-block MLP-Mixer.
 
-    Stem: the 28x28 image is cut into non-overlapping `patch` x `patch` patches (7 -> 16
-    patches of 49 pixels), each embedded by one shared linear layer. Backbone: a
-    token-mixing MLP (w1, w2: across patches) then a channel-mixing MLP (w3, w4: across
-    features), ReLU inside each, as the seed describes (no norm, no skip connections).
+    Stem: the 28x28 image is cut into `patch` x `patch` patches every `patch_stride` pixels
+    (null: the patch size, i.e. non-overlapping: 7 -> 16 patches of 49 pixels; a smaller stride
+    overlaps them, as the seed's reference on splitting tensors with overlap does; a stride that
+    does not tile the 21 pixels leaves the last few border columns and rows unread), each
+    embedded by one shared linear layer to `width` features. Backbone: a token-mixing MLP (w1,
+    w2: across patches) then a channel-mixing MLP (w3, w4: across features, 2 x width hidden),
+    ReLU inside each, as the seed describes (no norm, no skip connections).
     Head: mean over patches, linear -> 10 (softmax lives in the loss).
     """
 
-    def __init__(self, patch: int = 7, dim: int = 64, token_hidden: int = 64, channel_hidden: int = 128):
+    def __init__(self, patch: int = 7, width: int = 64, token_hidden: int = 64, patch_stride: int | None = None):
         super().__init__()
-        if 28 % patch:
-            raise ValueError(f"patch size {patch} must divide 28")
-        self.patch = patch
-        tokens = (28 // patch) ** 2
-        self.embed = nn.Linear(patch * patch, dim)
+        self.patch, self.stride = patch, patch_stride or patch
+        if self.stride > patch:
+            raise ValueError(f"patch stride {self.stride} must be at most the patch size {patch}")
+        tokens = ((28 - patch) // self.stride + 1) ** 2
+        self.embed = nn.Linear(patch * patch, width)
         self.w1, self.w2 = nn.Linear(tokens, token_hidden), nn.Linear(token_hidden, tokens)
-        self.w3, self.w4 = nn.Linear(dim, channel_hidden), nn.Linear(channel_hidden, dim)
-        self.head = nn.Linear(dim, 10)
+        self.w3, self.w4 = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+        self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch
+        p, s = self.patch, self.stride
         # (N,1,28,28) -> (N, tokens, p*p): unfold rows then columns into patches.
-        patches = x.unfold(2, p, p).unfold(3, p, p).reshape(x.shape[0], -1, p * p)
+        patches = x.unfold(2, p, s).unfold(3, p, s).reshape(x.shape[0], -1, p * p)
         h = self.embed(patches)                                            # (N, T, D)
         h = self.w2(torch.relu(self.w1(h.transpose(1, 2)))).transpose(1, 2)  # token mixing
         h = self.w4(torch.relu(self.w3(h)))                                # channel mixing
@@ -196,7 +199,7 @@ ZOO = {
     "cnn_dropout": (cnn_seed004, {"dropout": 0.5}),
     "resnet_fast": (resnet_fast, {"width": 32}),  # beyond the seeds
 }
-RUN_OPTIONS = ("depth", "width", "activation", "dropout")
+RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride")
 BEYOND_SEEDS = ("resnet_fast",)  # not from a write-up: fashionbench's own
 
 
@@ -205,7 +208,7 @@ def known_models() -> list[str]:
 
 
 def model_options(name: str) -> list[str]:
-    """The run options (depth, width, activation, dropout) this model accepts."""
+    """The run options (depth, width, activation, dropout, patch_stride) this model accepts."""
     builder, _defaults = ZOO[name]
     signature = inspect.signature(builder)
     return [k for k in RUN_OPTIONS if k in signature.parameters]

@@ -74,6 +74,26 @@ def load_prepared(dataset: str, device: str | torch.device = "cpu", path: Path |
     return {"digest": metadata.get("digest", ""), **{k: v.to(device) for k, v in tensors.items()}}
 
 
+def run_splits(data: dict, val_fraction: float | None, split_seed: int) -> dict:
+    """The prepared splits as one run trains on them. `val_fraction` null (or the prepared
+    fraction) keeps the prepared split; any other fraction re-splits every training image (the
+    prepared train then val images, in that order) with `split_seed`: 0 trains on all of them
+    and leaves no validation split, as seeds 000-002 and 004 did."""
+    n_val, n_all = len(data["val_labels"]), len(data["train_labels"]) + len(data["val_labels"])
+    if val_fraction is None or int(round(n_all * val_fraction)) == n_val:
+        return data
+    images = torch.cat([data["train_images"], data["val_images"]])
+    labels = torch.cat([data["train_labels"], data["val_labels"]])
+    tr, va = (torch.from_numpy(i).to(images.device) for i in split_train_val(n_all, val_fraction, split_seed))
+    return {**data, "train_images": images[tr], "train_labels": labels[tr],
+            "val_images": images[va], "val_labels": labels[va]}
+
+
+def load_run_data(cfg: dict, device: str | torch.device = "cpu") -> dict:
+    """The prepared data of `cfg`'s dataset on `device`, split as the run trains on it."""
+    return run_splits(load_prepared(cfg["dataset"], device), cfg.get("val_fraction"), cfg.get("split_seed", 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")

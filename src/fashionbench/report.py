@@ -65,9 +65,45 @@ def smoke_settings(params: dict, raw: dict | None = None) -> list[str]:
     return found
 
 
-def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: bool = False) -> list[str]:
-    lines = ["| run | seed | seed's setup | seed's accuracy | our setup | ours | difference | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+SAME_RUN_IGNORES = ("seed", "seeds", "eval_batch_size")  # keys that do not change what a seed trains
+
+
+def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studies_dir: Path) -> dict[str, dict]:
+    """run -> {seed: test accuracy} over the run's own seeds and those of every extra-seeds study
+    (catalogue `extra_seeds: true`) whose cell trained the run as params.yaml has it now; a study
+    that trained it otherwise is named in "stale" instead."""
+    studies = [read_json(p) for p in sorted(studies_dir.glob("*.json"))]
+    studies = [s for s in studies if s.get("extra_seeds")]
+    pooled = {}
+    for run, cfg in configs.items():
+        ev = evals.get(run) or {}
+        found = dict(zip(cfg["seeds"], ev.get("test_accuracy_per_seed") or []))
+        stale = []
+        for study in studies:
+            for cell in study["cells"]:
+                trained = (cell.get("configs") or {}).get(run)
+                m = (cell["runs"].get(run) or {}).get("metrics") if trained else None
+                if not m:
+                    continue
+                if any(trained.get(k) != cfg.get(k) for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES):
+                    stale.append(study["study"])
+                    continue
+                for seed, acc in zip(study["seeds"], m.get("test_accuracy_per_seed") or []):
+                    found.setdefault(seed, acc)
+        pooled[run] = {"accuracy": found, "stale": stale}
+    return pooled
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
+def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: bool = False,
+              pooled: dict[str, dict] | None = None) -> list[str]:
+    lines = ["| run | seed | seed's setup | seed's accuracy | our setup | ours (mean ± std) | seeds | difference | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for run, cfg in configs.items():
         if cfg["model"] in BEYOND_SEEDS:
             continue  # their own section
@@ -76,18 +112,26 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
         seed_cols = (f"{ref['seed']} | {ref['setup']} | {ref['accuracy']:.2f}" + (f" ± {ref['pm']}" if ref["pm"] else "")
                      if ref else "- | - | -")
         if m is None:
-            lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | not run yet | | |")
+            lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | not run yet | | | |")
             continue
-        ours = m.get("test_accuracy")
-        ours_text = pct(ours, m.get("test_accuracy_std")) + status_text(m)
+        accuracies = (pooled or {}).get(run, {}).get("accuracy") or {}
+        if accuracies and m.get("status") == "completed":
+            ours, std = mean_std(list(accuracies.values()))
+            n = len(accuracies)
+        else:
+            ours, std, n = m.get("test_accuracy"), m.get("test_accuracy_std") or 0.0, m.get("seeds", 1)
+        for study in (pooled or {}).get(run, {}).get("stale", []):
+            notes.append(f"- {run}: `fashionbench study {study}` trained it with other settings than params.yaml's; "
+                         "its seeds are left out until the study is run again.")
+        ours_text = pct(ours, std) + status_text(m)
         if ref and ours is not None:
             diff = f"{100 * ours - ref['accuracy']:+.2f}"
-            word = verdict(100 * ours, ref["accuracy"], ref["pm"], 100 * (m.get("test_accuracy_std") or 0))
+            word = verdict(100 * ours, ref["accuracy"], ref["pm"], 100 * std, n)
             word += " (smoke settings)" if smoke else ""
         else:
             diff, word = "n/a", ("no result" if ref else "no seed number")
-        lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | {ours_text} | {diff} | {word} |")
-    return lines
+        lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | {ours_text} | {n} | {diff} | {word} |")
+    return lines + ([""] + notes if notes else [])
 
 
 # The options a fast run turns on, as the report names them (each is off by default).
@@ -250,7 +294,7 @@ def study_markdown(result: dict) -> str:
                 "-" if not r or r[0] is None else (f"{r[0]} ± {r[1]}" if r[1] else f"{r[0]}") for r in refs) + " |")
             diffs.append(f"| {label(rk, rv)} | " + " | ".join(
                 "-" if c is None or not r or r[0] is None
-                else f"{c['mean'] - r[0]:+.1f}: {verdict(c['mean'], r[0], r[1], c['std'])}"
+                else f"{c['mean'] - r[0]:+.1f}: {verdict(c['mean'], r[0], r[1], c['std'], c['n'])}"
                 for c, r in zip(cells, refs)) + " |")
         lines += ["Ours:", "", *ours]
         if any(seed_cell(name, rv, cv) for rv in rows for cv in cols):
@@ -400,14 +444,17 @@ def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: d
 
 # ---- the whole report ------------------------------------------------------------------
 
-def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, raw: dict | None = None) -> list[str]:
+def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, raw: dict | None = None,
+                    pooled: dict | None = None) -> list[str]:
     configs = params["runs"]
     smoke = smoke_settings(params, raw)
     lines = [
         "# fashionbench report", "",
         "Generated by the `report` stage from `metrics/`, `plots/history/`, `plots/eval/` and `studies/`;",
         "do not edit by hand. Test accuracy in %; ours is mean ± sample std over seeds where a run has several.",
-        "Verdicts: *reproduced (within the seed's ±)*, *reproduced (within 1 point)*, or higher/lower than the seed.",
+        "Verdicts: *reproduced* when ours minus the seed's is within twice the spread of a difference of two runs,",
+        "2 √(seed's ±² + our std²), where a seed that gives no ± is taken to vary as ours does; otherwise *higher* or",
+        "*lower than the seed*. With one seed of ours and no ± from the seed the rule falls back to 1 point, and says so.",
         "",
     ]
     if smoke:
@@ -416,7 +463,9 @@ def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, r
     lines += [
         "![every run beside its seed, and accuracy against training time](comparison.png)", "",
         "## The model zoo", "",
-        *zoo_table(metrics, configs, smoke=bool(smoke)), "", "## The seeds' other numbers", "",
+        "Ours pools each run's own seeds with those that an extra-seeds study (`fashionbench study zoo_seeds`) trained",
+        "with the same settings; the seeds column counts them.", "",
+        *zoo_table(metrics, configs, smoke=bool(smoke), pooled=pooled), "", "## The seeds' other numbers", "",
         *extra_claims(metrics, histories, evals), "",
         *beyond_seeds_section(metrics, configs),
     ]
@@ -462,7 +511,8 @@ def build_report(params: dict, plots_dir: Path = PLOTS_DIR, studies_dir: Path = 
                                "seeds", "test_loss", "val_accuracy", "epochs_run", "parameters", "train_seconds")}
         for m in done])
     figures.comparison_chart(chart_rows(done), plots_dir / "comparison.png")
-    lines = (report_markdown(metrics, params, histories, evals, raw) + tuning_section(tuning_dir, metrics, configs)
+    pooled = pooled_seeds(configs, evals, studies_dir)
+    lines = (report_markdown(metrics, params, histories, evals, raw, pooled) + tuning_section(tuning_dir, metrics, configs)
              + studies_section(studies_dir, plots_dir))
     write_text(plots_dir / "report.md", "\n".join(lines).rstrip() + "\n")
 

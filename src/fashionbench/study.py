@@ -59,29 +59,29 @@ def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
     return sets + list(extra)
 
 
-def check_cells(name: str, study: Study, grid: dict, seeds) -> None:
+def check_cells(name: str, study: Study, grid: dict, seeds, extra: list[str]) -> dict[str, dict]:
     """Every cell applied to today's params.yaml must pass its validation, before anything is
     queued: a run the study names but params.yaml lacks, or a cell params.yaml would reject
     (crop_flip on digits, a width for a model without one, duplicate seeds), fails here in one
-    line instead of in every queued experiment."""
-    import copy
-
+    line instead of in every queued experiment. Returns each cell's validated run configs, which
+    studies/<name>.json keeps: the report pools a study's seeds with a run's only while they match."""
     import yaml
 
     from fashionbench.config import PARAMS_FILE, validate
+    from fashionbench.study_ray import cell_params
 
     raw = yaml.safe_load(PARAMS_FILE.read_text())
     missing = [run for run in study.runs if run not in (raw.get("runs") or {})]
     if missing:
         raise StudyError(f"{CATALOGUE_FILE}: {name}.runs: {missing[0]} is not a run of {PARAMS_FILE}")
+    configs = {}
     for cell in cells(grid):
-        params = copy.deepcopy(raw)
-        for run in study.runs:
-            params["runs"][run].update(cell, seeds=list(seeds))
         try:
-            validate(params)
+            runs = validate(cell_params(raw, study.runs, cell, seeds, extra))["runs"]
         except ConfigError as exc:
             raise StudyError(f"study {name}, cell {cell_name(name, cell)}: {exc}") from None
+        configs[cell_name(name, cell)] = {run: runs[run] for run in study.runs}
+    return configs
 
 
 def git(*args: str) -> str:
@@ -142,7 +142,8 @@ def read_committed_json(path: str, rev: str):
         return None
 
 
-def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: float, baseline: str) -> dict:
+def collect(study: Study, queued, baseline: str) -> list[dict]:
+    """The queued cells' results, as the cells of studies/<name>.json."""
     shown = shown_experiments(baseline)
     results = []
     for exp, cell in queued:
@@ -156,8 +157,16 @@ def collect(name: str, study: Study, grid: dict, queued, seeds, wall_seconds: fl
                                 "confusion_matrix": (details or {}).get("confusion_matrix"),
                                 "class_names": (details or {}).get("class_names")}
         results.append(row)
+    return results
+
+
+def study_result(name: str, study: Study, grid: dict, seeds, wall_seconds: float, baseline: str, found: list[dict],
+                 configs: dict[str, dict]) -> dict:
+    """studies/<name>.json: the study, and every cell's results and run configs."""
+    cells_out = [{**cell, "configs": configs[cell["experiment"]]} for cell in found]
     return {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
-            "baseline": baseline, "seeds": list(seeds), "wall_seconds": round(wall_seconds, 1), "cells": results}
+            "extra_seeds": study.extra_seeds, "baseline": baseline, "seeds": list(seeds),
+            "wall_seconds": round(wall_seconds, 1), "cells": cells_out}
 
 
 def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: int = 1,
@@ -175,17 +184,15 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
             raise StudyError(f"--grid {key}: study {name} varies {', '.join(grid) or 'nothing'}")
         grid[key] = values
     seeds = list(seeds or study.seeds)
-    check_cells(name, study, grid, seeds)
+    configs = check_cells(name, study, grid, seeds, extra or [])
     start = time.perf_counter()
     if executor == "ray":
         from fashionbench.study_ray import run_cells
 
         baseline = git("rev-parse", "HEAD").strip()
-        result = {"study": name, "seed": study.seed, "title": study.title, "runs": list(study.runs), "grid": grid,
-                  "baseline": baseline, "seeds": seeds, "executor": "ray",
-                  "cells": run_cells(name, study, grid, seeds, extra or [], address, cpus_per_cell=1)}
-        result["wall_seconds"] = round(time.perf_counter() - start, 1)
-        return finish(name, result, "fashionbench study --executor ray's output above")
+        found = run_cells(name, study, grid, seeds, extra or [], address, cpus_per_cell=1)
+        result = study_result(name, study, grid, seeds, time.perf_counter() - start, baseline, found, configs)
+        return finish(name, {**result, "executor": "ray"}, "fashionbench study --executor ray's output above")
     if collect_from:
         baseline, queued = git("rev-parse", collect_from).strip(), [(cell_name(name, cell), cell) for cell in cells(grid)]
         previous = study_path(name)
@@ -198,7 +205,8 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         dvc("queue", "start", "--jobs", str(jobs))
         wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
-    return finish(name, collect(name, study, grid, queued, seeds, wall, baseline), "`dvc queue logs <name>`")
+    found = collect(study, queued, baseline)
+    return finish(name, study_result(name, study, grid, seeds, wall, baseline, found, configs), "`dvc queue logs <name>`")
 
 
 def finish(name: str, result: dict, logs: str) -> dict:

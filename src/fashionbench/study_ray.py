@@ -1,6 +1,6 @@
 """`fashionbench study <name> --executor ray`: a study's grid cells as Ray tasks.
 
-Each cell is one task: the study's runs with the cell's keys (and seeds) set in params.yaml,
+Each cell's run is one task: the run with the cell's keys (and seeds) set in params.yaml,
 trained and evaluated as the pipeline's train and evaluate stages do, in a scratch directory of
 its own whose data/ is the repository's (the prepared data are read, never prepared again; on a
 cluster the repository must be at the same path on every node). The result is the same
@@ -84,17 +84,18 @@ def run_cells(name: str, study, grid: dict, seeds, extra: list[str], address: st
     try:
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=2)(train_and_evaluate_cell)
         grid_cells = cells(grid)
-        pending = {task.remote(cell_params(raw, study.runs, cell, seeds, extra), list(study.runs), repo, cpus_per_cell):
-                   cell for cell in grid_cells}
-        done = {}
-        for ref, cell in pending.items():
+        # One task per cell and run: a study of many runs (zoo_seeds) spreads over the cores too.
+        pending = {(cell_name(name, cell), run): task.remote(cell_params(raw, study.runs, cell, seeds, extra), [run],
+                                                             repo, cpus_per_cell)
+                   for cell in grid_cells for run in study.runs}
+        done: dict[str, dict] = {}
+        for (exp, run), ref in pending.items():
             try:
-                done[cell_name(name, cell)] = ray.get(ref)
-            except ray.exceptions.RayError as exc:  # a cell that raised: recorded failed, the others go on
-                print(f"{cell_name(name, cell)}: failed: {str(exc).splitlines()[-1]}")
-                done[cell_name(name, cell)] = {run: {"metrics": None, "confusion_matrix": None, "class_names": None}
-                                              for run in study.runs}
+                done.setdefault(exp, {}).update(ray.get(ref))
+            except ray.exceptions.RayError as exc:  # a run that raised: recorded failed, the others go on
+                print(f"{exp}, {run}: failed: {str(exc).splitlines()[-1]}")
+                done.setdefault(exp, {})[run] = {"metrics": None, "confusion_matrix": None, "class_names": None}
     finally:
         ray.shutdown()
-    return [{"experiment": cell_name(name, cell), "params": cell, "runs": done[cell_name(name, cell)]}
-            for cell in grid_cells]
+    return [{"experiment": cell_name(name, cell), "params": cell,
+             "runs": {run: done[cell_name(name, cell)][run] for run in study.runs}} for cell in grid_cells]

@@ -26,7 +26,7 @@ from fashionbench.datasets import DataError
 from fashionbench.models import parameter_count
 from fashionbench.outputs import (checkpoint_path, history_path, prepared_path, read_json, remove_tree, resume_dir,
                                   train_summary_path, write_csv, write_json, write_tensors)
-from fashionbench.preprocess import load_prepared
+from fashionbench.preprocess import load_run_data
 from fashionbench.stopping import Stopped, stop_signals_raise
 from fashionbench.training import resolve_device, set_determinism, train_seed
 
@@ -90,7 +90,7 @@ def train_run(cfg: dict, device: torch.device, tracker=None, progress: bool = Tr
               on_epoch_start=None, resume: bool = True) -> dict:
     """Train every seed of the run (resuming a saved state); save each state dict; return the summary."""
     set_determinism(cfg["deterministic"], device)
-    data = load_prepared(cfg["dataset"], device)
+    data = load_run_data(cfg, device)
     state_dir = resume_dir(cfg["name"])
     seeds, histories, models = [], {}, {}
     for seed in cfg["seeds"]:

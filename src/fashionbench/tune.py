@@ -144,8 +144,10 @@ def load_search(run: str, path: Path = SPACES_FILE, params_path: Path = PARAMS_F
     scheduler = entry.get("scheduler", "asha")
     if scheduler not in SCHEDULERS:
         raise TuneError(f"{where}.scheduler: expected one of: {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    if raw_params["preprocess"].get("val_fraction") == 0:
-        raise TuneError(f"{params_path}: preprocess.val_fraction: 0 leaves no validation split to tune on")
+    cfg = validate(raw_params)["runs"][run]
+    if cfg["val_fraction"] == 0 or (cfg["val_fraction"] is None and raw_params["preprocess"].get("val_fraction") == 0):
+        key = f"runs.{run}.val_fraction" if cfg["val_fraction"] == 0 else "preprocess.val_fraction"
+        raise TuneError(f"{params_path}: {key}: 0 leaves no validation split to tune on")
     checked = {key: space_entry(f"{where}.space.{key}", key, spec, raw_params, run) for key, spec in space.items()}
     return Search(run=run, space=checked, metric=metric, scheduler=scheduler, **fields)
 
@@ -289,14 +291,14 @@ def check_tracking_for(address: str | None) -> None:
                         f"trials on other nodes cannot write this machine's store {uri}")
 
 
-def prepared_arrays(dataset: str) -> dict:
-    """The prepared split as numpy arrays: Ray puts them in the object store once and every
+def prepared_arrays(cfg: dict) -> dict:
+    """The run's split of the prepared data as numpy arrays: Ray puts them in the object store once and every
     node reads them from there (zero-copy on the node), never preprocessing again."""
     import torch
 
-    from fashionbench.preprocess import load_prepared
+    from fashionbench.preprocess import load_run_data
 
-    data = load_prepared(dataset, torch.device("cpu"))
+    data = load_run_data(cfg, torch.device("cpu"))
     return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in data.items()}
 
 
@@ -351,7 +353,7 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
     try:
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, run=search.run, raw_params=raw_params,
-                                 data=prepared_arrays(cfg["dataset"]), parent_run_id=parent_run_id,
+                                 data=prepared_arrays(cfg), parent_run_id=parent_run_id,
                                  tracking_uri=tracking_uri(), threads=search.cpus_per_trial),
             {"cpu": search.cpus_per_trial})
         tuner = tune.Tuner(
