@@ -67,7 +67,9 @@ def test_a_study_of_your_own_gets_its_table_in_the_report(tmp_path):
 
 @pytest.mark.parametrize("entry, message", [
     ({"title": "t", "runs": ["r"], "colour": 1},
-     "bad.colour: unknown key, expected one of: extra_seeds, grid, runs, seed, seeds, title"),
+     "bad.colour: unknown key, expected one of: explains, extra_seeds, finding, grid, runs, seed, seeds, title"),
+    ({"title": "t", "runs": ["r"], "explains": "cnn_small"}, "bad.explains: expected a list of run or study names"),
+    ({"title": "t", "runs": ["r"], "finding": 3}, "bad.finding: expected one sentence on one line"),
     ({"title": "t", "runs": ["r"], "extra_seeds": "yes"}, "bad.extra_seeds: expected true or false"),
     ({"title": "t", "runs": ["r"], "extra_seeds": True, "grid": {"lr": [0.1]}}, "bad.extra_seeds: a study of extra seeds"),
     ({"title": "t", "runs": []}, "bad.runs: expected a non-empty list of params.yaml run names"),

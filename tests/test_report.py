@@ -117,3 +117,87 @@ def test_a_study_of_a_tuned_run_says_what_tuning_found_under_its_table(tmp_path)
     assert tuned == ["**Tuned** (`fashionbench tune fcn_400-fashion_mnist`, 3 trials, chosen on validation; see "
                      "*Tuning*): val accuracy 89.62, test 88.66, with lr 0.000867, optimizer adam."]
     assert lines.index(tuned[0]) > lines.index(next(line for line in lines if "| lr |" in line))
+
+
+# ---- the model zoo table: seeds pooled from an extra-seeds study, and the studies behind a gap ----
+
+def zoo_fixture(tmp_path, study_cfg_change=None, finding=None):
+    """cnn_small-fashion_mnist: the pipeline's seed 0 at 88.0%, zoo_seeds' seeds 1 and 2 at 88.2 and 88.4."""
+    import json
+
+    import yaml
+
+    from fashionbench.config import load_params
+
+    params = load_params()
+    cfg = params["runs"]["cnn_small-fashion_mnist"]
+    configs = {"cnn_small-fashion_mnist": cfg}
+    studies_dir = tmp_path / "studies"
+    studies_dir.mkdir()
+    catalogue = {"zoo_seeds": {"title": "More seeds", "runs": ["cnn_small-fashion_mnist"], "seeds": [1, 2],
+                               "extra_seeds": True},
+                 "training_set": {"title": "The training set", "runs": ["cnn_small-fashion_mnist"],
+                                  "grid": {"val_fraction": [0.1, 0]}, "explains": ["cnn_small-fashion_mnist"],
+                                  **({"finding": finding} if finding else {})}}
+    (studies_dir / "catalogue.yaml").write_text(yaml.safe_dump(catalogue))
+    trained = {**cfg, "seeds": [1, 2], **(study_cfg_change or {})}
+    metrics = {"test_accuracy": 0.883, "test_accuracy_per_seed": [0.882, 0.884], "seeds": 2, "status": "completed"}
+    (studies_dir / "zoo_seeds.json").write_text(json.dumps({
+        "study": "zoo_seeds", "extra_seeds": True, "seeds": [1, 2], "runs": ["cnn_small-fashion_mnist"], "grid": {},
+        "cells": [{"experiment": "zoo_seeds-defaults", "params": {}, "configs": {"cnn_small-fashion_mnist": trained},
+                   "runs": {"cnn_small-fashion_mnist": {"metrics": metrics}}}]}))
+    evals = {"cnn_small-fashion_mnist": {"test_accuracy_per_seed": [0.880]}}
+    run_metrics = {"cnn_small-fashion_mnist": {"test_accuracy": 0.880, "status": "completed", "seeds": 1}}
+    return configs, evals, run_metrics, studies_dir
+
+
+def zoo_lines(tmp_path, **kwargs) -> list[str]:
+    from fashionbench.catalogue import load_studies
+    from fashionbench.report import pooled_seeds, zoo_table
+
+    configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path, **kwargs)
+    pooled = pooled_seeds(configs, evals, studies_dir)
+    return zoo_table(run_metrics, configs, False, pooled, load_studies(studies_dir / "catalogue.yaml"), studies_dir)
+
+
+def zoo_row(lines: list[str]) -> list[str]:
+    row = next(line for line in lines if line.startswith("| cnn_small-fashion_mnist"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def test_the_zoo_row_is_the_mean_and_std_of_the_pipelines_and_the_studys_seeds(tmp_path):
+    row = zoo_row(zoo_lines(tmp_path))
+    assert row[5:7] == ["88.20 ± 0.20", "3"]  # 88.0, 88.2, 88.4
+
+
+def test_a_study_that_trained_other_settings_is_left_out_and_named(tmp_path):
+    lines = zoo_lines(tmp_path, study_cfg_change={"epochs": 5})
+    assert zoo_row(lines)[5:7] == ["88.00", "1"]
+    assert any("`fashionbench study zoo_seeds` trained it with other settings" in line for line in lines)
+
+
+def test_a_gap_names_the_study_that_tests_it_and_its_finding(tmp_path):
+    lines = zoo_lines(tmp_path, finding="The held-out images cost 0.3 points.")
+    assert zoo_row(lines)[8].startswith("lower than the seed")  # 88.2 ± 0.2 against 90.7
+    text = "\n".join(lines)
+    assert "- cnn_small-fashion_mnist, lower than the seed" in text
+    assert "tested by `fashionbench study training_set` (The training set): not run yet." in text
+
+
+def test_a_gap_shows_the_finding_of_the_study_once_it_has_run(tmp_path):
+    from fashionbench.catalogue import load_studies
+    from fashionbench.report import pooled_seeds, zoo_table
+
+    configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path, finding="The held-out images cost 0.3 points.")
+    (studies_dir / "training_set.json").write_text("{}")
+    lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir),
+                      load_studies(studies_dir / "catalogue.yaml"), studies_dir)
+    assert "  tested by `fashionbench study training_set` (The training set): The held-out images cost 0.3 points." in lines
+
+
+def test_a_gap_no_study_explains_says_so(tmp_path):
+    configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path)
+    from fashionbench.report import pooled_seeds, zoo_table
+
+    lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir), {}, studies_dir)
+    assert "  no study in studies/catalogue.yaml explains it yet." in lines

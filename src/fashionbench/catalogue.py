@@ -17,7 +17,7 @@ from fashionbench.config import TRAIN_KEYS, ConfigError
 from fashionbench.outputs import STUDIES_DIR
 
 CATALOGUE_FILE = STUDIES_DIR / "catalogue.yaml"
-ENTRY_KEYS = {"title", "runs", "grid", "seeds", "seed", "extra_seeds"}
+ENTRY_KEYS = {"title", "runs", "grid", "seeds", "seed", "extra_seeds", "explains", "finding"}
 
 
 class CatalogueError(ConfigError):
@@ -32,6 +32,8 @@ class Study:
     seeds: tuple[int, ...] = (0,)  # repeated seeds per cell (mean ± std)
     seed: str | None = None        # which write-up (000..004), for the seeds' own studies
     extra_seeds: bool = False      # no grid: more seeds of the runs, pooled with theirs in the model zoo table
+    explains: tuple[str, ...] = ()  # the zoo runs or studies whose gap to the seed this study tests
+    finding: str | None = None     # one sentence: what the study shows, written from its results
 
 
 def load_studies(path: Path = CATALOGUE_FILE) -> dict[str, Study]:
@@ -85,4 +87,11 @@ def study_entry(where: str, name, entry) -> Study:
     if extra_seeds and grid:
         raise CatalogueError(f"{where}extra_seeds: a study of extra seeds trains the runs as params.yaml has them: "
                              "expected no grid")
-    return Study(title, tuple(runs), dict(grid), tuple(seeds), seed, extra_seeds)
+    explains = entry.get("explains", [])
+    if not isinstance(explains, list) or not all(isinstance(e, str) and e for e in explains):
+        raise CatalogueError(f"{where}explains: expected a list of run or study names")
+    finding = entry.get("finding")
+    if finding is not None and (not isinstance(finding, str) or not finding.strip() or "\n" in finding.strip()):
+        raise CatalogueError(f"{where}finding: expected one sentence on one line")
+    return Study(title, tuple(runs), dict(grid), tuple(seeds), seed, extra_seeds, tuple(explains),
+                 finding.strip() if finding else None)

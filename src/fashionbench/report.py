@@ -99,8 +99,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
 
 
+def explained_by(name: str, studies: dict, studies_dir: Path) -> list[str]:
+    """Lines naming the studies that test `name`'s gap (catalogue `explains`) and what they found."""
+    return [f"  tested by `fashionbench study {key}` ({study.title}): "
+            + (study.finding if study.finding and (studies_dir / f"{key}.json").is_file() else "not run yet.")
+            for key, study in studies.items() if name in study.explains]
+
+
 def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: bool = False,
-              pooled: dict[str, dict] | None = None) -> list[str]:
+              pooled: dict[str, dict] | None = None, studies: dict | None = None,
+              studies_dir: Path = STUDIES_DIR) -> list[str]:
     lines = ["| run | seed | seed's setup | seed's accuracy | our setup | ours (mean ± std) | seeds | difference | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
@@ -131,6 +139,9 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
         else:
             diff, word = "n/a", ("no result" if ref else "no seed number")
         lines.append(f"| {run} | {seed_cols} | {setup_text(cfg)} | {ours_text} | {n} | {diff} | {word} |")
+        if word.startswith(("higher", "lower")) and not smoke:
+            why = explained_by(run, studies or {}, studies_dir)
+            notes += [f"- {run}, {word}:", *(why or ["  no study in studies/catalogue.yaml explains it yet."])]
     return lines + ([""] + notes if notes else [])
 
 
@@ -374,7 +385,8 @@ def studies_section(studies_dir: Path, plots_dir: Path, tuning_dir: Path = TUNIN
     lines = ["## Studies", ""]
     index = ["# Study figures", "", "Written by the `report` stage; see ../report.md.", ""]
     noted: set[str] = set()
-    for name, study in load_studies(studies_dir / "catalogue.yaml").items():
+    studies = load_studies(studies_dir / "catalogue.yaml")
+    for name, study in studies.items():
         path = studies_dir / f"{name}.json"
         if not path.is_file():
             lines += [f"### {study.title}", "", f"Not run yet: `fashionbench study {name}`.", ""]
@@ -384,6 +396,10 @@ def studies_section(studies_dir: Path, plots_dir: Path, tuning_dir: Path = TUNIN
         result = read_json(path)
         study_figure(result, plots_dir / "studies" / f"{name}.png")
         lines.append(study_markdown(result))
+        if study.finding:
+            lines += [f"**Finding.** {study.finding}", ""]
+        why = explained_by(name, studies, studies_dir)
+        lines += ["Its gaps to the seed:", *why, ""] if why else []
         tuned = [run for run in study.runs if (tuning_dir / f"{run}.json").is_file() and run not in noted]
         lines += [*(tuned_line(read_json(tuning_dir / f"{run}.json")) for run in tuned), ""] if tuned else []
         noted.update(tuned)  # under the first study of a tuned run only
@@ -445,7 +461,7 @@ def tuning_section(tuning_dir: Path, metrics: dict[str, dict | None], configs: d
 # ---- the whole report ------------------------------------------------------------------
 
 def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, raw: dict | None = None,
-                    pooled: dict | None = None) -> list[str]:
+                    pooled: dict | None = None, studies: dict | None = None, studies_dir: Path = STUDIES_DIR) -> list[str]:
     configs = params["runs"]
     smoke = smoke_settings(params, raw)
     lines = [
@@ -465,7 +481,7 @@ def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, r
         "## The model zoo", "",
         "Ours pools each run's own seeds with those that an extra-seeds study (`fashionbench study zoo_seeds`) trained",
         "with the same settings; the seeds column counts them.", "",
-        *zoo_table(metrics, configs, smoke=bool(smoke), pooled=pooled), "", "## The seeds' other numbers", "",
+        *zoo_table(metrics, configs, bool(smoke), pooled, studies, studies_dir), "", "## The seeds' other numbers", "",
         *extra_claims(metrics, histories, evals), "",
         *beyond_seeds_section(metrics, configs),
     ]
@@ -511,8 +527,12 @@ def build_report(params: dict, plots_dir: Path = PLOTS_DIR, studies_dir: Path = 
                                "seeds", "test_loss", "val_accuracy", "epochs_run", "parameters", "train_seconds")}
         for m in done])
     figures.comparison_chart(chart_rows(done), plots_dir / "comparison.png")
+    from fashionbench.catalogue import load_studies
+
     pooled = pooled_seeds(configs, evals, studies_dir)
-    lines = (report_markdown(metrics, params, histories, evals, raw, pooled) + tuning_section(tuning_dir, metrics, configs)
+    studies = load_studies(studies_dir / "catalogue.yaml")
+    lines = (report_markdown(metrics, params, histories, evals, raw, pooled, studies, studies_dir)
+             + tuning_section(tuning_dir, metrics, configs)
              + studies_section(studies_dir, plots_dir))
     write_text(plots_dir / "report.md", "\n".join(lines).rstrip() + "\n")
 
