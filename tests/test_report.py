@@ -201,3 +201,13 @@ def test_a_gap_no_study_explains_says_so(tmp_path):
 
     lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir), {}, studies_dir)
     assert "  no study in studies/catalogue.yaml explains it yet." in lines
+
+
+def test_a_gap_shows_where_our_test_curve_peaks(tmp_path):
+    from fashionbench.report import pooled_seeds, zoo_table
+
+    configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path)
+    history = [{"epoch": 1, "test_accuracy": 0.85}, {"epoch": 2, "test_accuracy": 0.885}, {"epoch": 3, "test_accuracy": 0.88}]
+    lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir), {}, studies_dir,
+                      {"cnn_small-fashion_mnist": history})
+    assert "  the best epoch of our seed 0's test curve: 88.50% at epoch 2 of 3 (the last: 88.00%)." in lines
