@@ -81,6 +81,10 @@ BAD = {
     "bad precision": (lambda p, r: r.update(precision="fp16"), "runs.mlp_64-fashion_mnist.precision: expected one of auto, float32, bf16, got 'fp16'"),
     "eval_batch_size zero": (lambda p, r: r.update(eval_batch_size=0), "runs.mlp_64-fashion_mnist.eval_batch_size: expected >= 1"),
     "bad val_fraction": (lambda p, r: p["preprocess"].update(val_fraction=1.5), "preprocess.val_fraction: expected < 1"),
+    "run val_fraction one": (lambda p, r: r.update(val_fraction=1), "runs.mlp_64-fashion_mnist.val_fraction: expected < 1"),
+    "run val_fraction negative": (lambda p, r: r.update(val_fraction=-0.1), "runs.mlp_64-fashion_mnist.val_fraction: expected >= 0"),
+    "patch_stride past the patch": (lambda p, r: r.update(model="patch_mlp", patch_stride=8), "runs.mlp_64-fashion_mnist.patch_stride: expected <= 7"),
+    "patch_stride on an MLP": (lambda p, r: r.update(patch_stride=3), "runs.mlp_64-fashion_mnist.patch_stride: model mlp_64 has no 'patch_stride' option"),
 }
 
 
@@ -88,6 +92,13 @@ BAD = {
 def test_bad_params_give_one_line_naming_the_key(case):
     change, expected = BAD[case]
     assert expected in error_for(change)
+
+
+def test_a_run_keeps_the_prepared_split_unless_it_sets_its_own_val_fraction():
+    runs = load_params(REPO / "params.yaml")["runs"]
+    assert runs["fcn_400-fashion_mnist"]["val_fraction"] is None  # seed 003 held out a validation set
+    assert runs["mlp_64-fashion_mnist"]["val_fraction"] == 0       # seed 000 trained on all 60,000
+    assert runs["fcn_400-fashion_mnist"]["split_seed"] == 0
 
 
 def test_invalid_yaml_is_reported_with_its_line(tmp_path):

@@ -104,6 +104,17 @@ def test_a_cell_that_params_yaml_would_reject_fails_before_anything_is_queued(wo
         study.check_cells("s", Study("t", ("lenet5_modern-mnist",), grid), grid, seeds)
 
 
+def test_every_cell_keeps_the_run_settings_it_trains(workspace):
+    from fashionbench import study
+    from fashionbench.catalogue import Study
+
+    grid = {"lr": [0.1, 0.01]}
+    configs = study.check_cells("s", Study("t", ("lenet5_modern-mnist",), grid), grid, [1, 2], ["max_epochs=1"])
+    cfg = configs["s-lr_0p01"]["lenet5_modern-mnist"]
+    assert (cfg["lr"], cfg["seeds"], cfg["epochs"], cfg["model"]) == (0.01, [1, 2], 1, "lenet5_modern")
+    assert configs["s-lr_0p1"]["lenet5_modern-mnist"]["lr"] == 0.1
+
+
 def test_a_study_of_a_run_params_yaml_lacks_is_named(workspace):
     from fashionbench import study
     from fashionbench.catalogue import Study

@@ -122,3 +122,12 @@ def test_a_cluster_with_a_local_sqlite_store_is_refused_in_one_line(workspace, s
     err = capsys.readouterr().err
     assert err.startswith("error: MLFLOW_TRACKING_URI: --address 127.0.0.1:6379 needs a tracking server")
     assert err.count("\n") == 1 and not (workspace / "tuning" / f"{RUN}.json").exists()
+
+
+def test_a_run_that_trains_on_every_image_cannot_be_tuned(tmp_path):
+    spaces, params_path = write_space(tmp_path)
+    params = yaml.safe_load(params_path.read_text())
+    params["runs"][RUN]["val_fraction"] = 0
+    params_path.write_text(yaml.safe_dump(params))
+    with pytest.raises(TuneError, match=rf"runs.{RUN}.val_fraction: 0 leaves no validation split to tune on"):
+        load_search(RUN, spaces, params_path)

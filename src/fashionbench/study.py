@@ -59,7 +59,7 @@ def overrides(runs, cell: dict, seeds, extra: list[str]) -> list[str]:
     return sets + list(extra)
 
 
-def check_cells(name: str, study: Study, grid: dict, seeds, extra: list[str]) -> dict[str, dict]:
+def check_cells(name: str, study: Study, grid: dict, seeds, extra: list[str] = ()) -> dict[str, dict]:
     """Every cell applied to today's params.yaml must pass its validation, before anything is
     queued: a run the study names but params.yaml lacks, or a cell params.yaml would reject
     (crop_flip on digits, a width for a model without one, duplicate seeds), fails here in one
