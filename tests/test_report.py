@@ -50,7 +50,7 @@ def test_seed003_table_sets_the_seeds_numbers_beside_ours():
     seed = {r[0]: r[1:] for r in table_after(text, "Seed 003:")[2:]}
     assert seed["0.1"] == ["21.5 ± 2.5", "9.8 ± 2.3", "88.9 ± 2.5"]
     diffs = {r[0]: r[1:] for r in table_after(text, "Ours minus the seed's:")[2:]}
-    assert diffs["0.001"][1] == "-1.7: reproduced (within ±4.47)"  # 87.9 ± 1.0 vs 89.6 ± 2.0: 2 sqrt(2² + 1²)
+    assert diffs["0.001"][1] == "-1.7: reproduced (within ±9.83)"  # 87.9 ± 1.0 (2 seeds) vs 89.6 ± 2.0
 
 
 def test_seed003_heatmap_is_written(tmp_path):
@@ -59,13 +59,14 @@ def test_seed003_heatmap_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("ours, seed, pm, std, seeds, expected", [
-    (88.0, 87.2, 2.1, 0.0, 1, "reproduced (within ±4.20)"),         # the seed's ± alone, twice
-    (84.5, 87.2, 2.1, 0.5, 3, "reproduced (within ±4.32)"),         # 2 sqrt(2.1² + 0.5²)
-    (87.5, 87.0, None, 0.2, 3, "reproduced (within ±0.57)"),        # no ±: the seed's run varies as ours, 2 sqrt(2) 0.2
-    (86.0, 87.0, None, 0.2, 3, "lower than the seed (beyond ±0.57)"),
+    (88.0, 87.2, 2.1, 0.0, 1, "reproduced (within ±4.20)"),         # one seed: the seed's two stds
+    (84.5, 87.2, 2.1, 0.5, 3, "reproduced (within ±4.38)"),         # sqrt((2 x 2.1)² + (4.303 x 0.5 / sqrt 3)²)
+    (87.1, 86.9, None, 0.06, 3, "reproduced (within ±0.30)"),       # no ±: a new run, 4.303 x 0.06 x sqrt(4/3)
+    (86.5, 86.9, None, 0.06, 3, "lower than the seed (beyond ±0.30)"),
     (87.5, 87.0, None, 0.0, 1, "reproduced (one seed, within 1 point)"),
     (80.0, 87.0, None, 0.0, 1, "lower than the seed (one seed, beyond 1 point)"),
-    (95.0, 87.0, 2.0, 1.0, 3, "higher than the seed (beyond ±4.47)"),
+    (95.0, 87.0, 2.0, 1.0, 3, "higher than the seed (beyond ±4.71)"),
+    (64.0, 76.9, 3.0, 0.5, 2, "lower than the seed (beyond ±7.50)"),  # seed 003's SGD at 0.001: two seeds of ours
     (None, 87.0, None, 0.0, 3, "no result"),
 ])
 def test_verdict_weighs_the_gap_against_both_spreads(ours, seed, pm, std, seeds, expected):

@@ -20,24 +20,39 @@ SEED_RESULTS = {
 }
 
 
+# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom: ours is estimated from few seeds.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_975(df: int) -> float:
+    """The table's value at `df`, or at the nearest smaller df listed (a little wider: conservative)."""
+    return T_975[max(k for k in T_975 if k <= df)] if df < 30 else 1.96
+
+
 def verdict(ours: float | None, seed: float, seed_pm: float | None, ours_std: float = 0.0, seeds: int = 1) -> str:
     """Whether we reproduced the seed's number (all values in %), from both spreads.
 
-    Ours is a mean over `seeds` seeds with sample std `ours_std`; the seed's number comes with its
-    ± (taken as a std) or, where it gives none, is one run, taken to vary as ours does. The gap
-    counts as reproduced within twice the spread of a difference of the two: 2 * sqrt(seed's^2 +
-    ours^2). With one seed of ours and no ± from the seed there is no spread to judge by, and the
-    verdict falls back to a rough 1 point and says so.
+    Ours is a mean over `seeds` seeds with sample std s. Where the seed gives a ± (its std), the gap
+    is reproduced within sqrt((2 ±)² + (t s / sqrt(n))²): two of its stds, and Student's t (95%,
+    n - 1 degrees of freedom) of our mean's standard error. Where it gives none, its number is one
+    run, taken to vary as ours do: the gap is reproduced within our 95% prediction interval for one
+    more run, t s sqrt(1 + 1/n). With one seed of ours and no ± from the seed there is no spread to
+    judge by, and the verdict falls back to a rough 1 point and says so.
     """
     if ours is None or ours != ours:
         return "no result"
     diff = ours - seed
     side = "higher" if diff > 0 else "lower"
-    ours_sd = ours_std if seeds >= 2 else 0.0
-    if seed_pm is None and seeds < 2:
-        return ("reproduced (one seed, within 1 point)" if abs(diff) <= 1.0
-                else f"{side} than the seed (one seed, beyond 1 point)")
-    margin = 2 * math.hypot(seed_pm if seed_pm is not None else ours_sd, ours_sd)
+    if seeds < 2:
+        if seed_pm is None:
+            return ("reproduced (one seed, within 1 point)" if abs(diff) <= 1.0
+                    else f"{side} than the seed (one seed, beyond 1 point)")
+        margin = 2 * seed_pm
+    elif seed_pm is None:
+        margin = t_975(seeds - 1) * ours_std * math.sqrt(1 + 1 / seeds)
+    else:
+        margin = math.hypot(2 * seed_pm, t_975(seeds - 1) * ours_std / math.sqrt(seeds))
     return f"reproduced (within ±{margin:.2f})" if abs(diff) <= margin else f"{side} than the seed (beyond ±{margin:.2f})"
 
 
