@@ -170,7 +170,9 @@ def test_ctrl_c_ends_the_session_with_every_mlflow_run_ended(workspace, ray_clus
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        # Tune's teardown on a cluster took 90-140 s here after Ctrl-C (2 cores, more under load):
+        # the test asks that it ends with every run ended, not how fast.
+        out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 130, out[-4000:]
