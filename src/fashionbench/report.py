@@ -21,6 +21,7 @@ from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, histo
                                   write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
                                     verdict)
+from fashionbench.train import mean_std  # the same mean ± sample std as the metrics
 from fashionbench.tune import TUNING_DIR  # tuning/<run>.json is tune's format
 
 
@@ -92,11 +93,6 @@ def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studie
                     found.setdefault(seed, acc)
         pooled[run] = {"accuracy": found, "stale": stale}
     return pooled
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
 
 
 def explained_by(name: str, studies: dict, studies_dir: Path) -> list[str]:

@@ -119,7 +119,7 @@ def space_entry(where: str, key: str, spec, raw_params: dict, run: str) -> tuple
 
 def load_search(run: str, path: Path = SPACES_FILE, params_path: Path = PARAMS_FILE) -> Search:
     raw_params = read_yaml(params_path, "params.yaml")
-    validate(raw_params)  # a broken params.yaml is named as such, not as a space error
+    runs = validate(raw_params)["runs"]  # a broken params.yaml is named as such, not as a space error
     spaces = read_yaml(path, "the search spaces")
     if not isinstance(spaces, dict):
         raise TuneError(f"{path}: expected a mapping of run names to searches")
@@ -144,7 +144,7 @@ def load_search(run: str, path: Path = SPACES_FILE, params_path: Path = PARAMS_F
     scheduler = entry.get("scheduler", "asha")
     if scheduler not in SCHEDULERS:
         raise TuneError(f"{where}.scheduler: expected one of: {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    cfg = validate(raw_params)["runs"][run]
+    cfg = runs[run]
     if cfg["val_fraction"] == 0 or (cfg["val_fraction"] is None and raw_params["preprocess"].get("val_fraction") == 0):
         key = f"runs.{run}.val_fraction" if cfg["val_fraction"] == 0 else "preprocess.val_fraction"
         raise TuneError(f"{params_path}: {key}: 0 leaves no validation split to tune on")
