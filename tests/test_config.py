@@ -84,6 +84,7 @@ BAD = {
     "run val_fraction one": (lambda p, r: r.update(val_fraction=1), "runs.mlp_64-fashion_mnist.val_fraction: expected < 1"),
     "run val_fraction negative": (lambda p, r: r.update(val_fraction=-0.1), "runs.mlp_64-fashion_mnist.val_fraction: expected >= 0"),
     "patch_stride past the patch": (lambda p, r: r.update(model="patch_mlp", patch_stride=8), "runs.mlp_64-fashion_mnist.patch_stride: expected <= 7"),
+    "shuffle not a boolean": (lambda p, r: r.update(shuffle="no"), "runs.mlp_64-fashion_mnist.shuffle: expected true or false, got 'no'"),
     "patch_stride on an MLP": (lambda p, r: r.update(patch_stride=3), "runs.mlp_64-fashion_mnist.patch_stride: model mlp_64 has no 'patch_stride' option"),
 }
 

@@ -122,7 +122,7 @@ def test_a_study_of_a_tuned_run_says_what_tuning_found_under_its_table(tmp_path)
 
 # ---- the model zoo table: seeds pooled from an extra-seeds study, and the studies behind a gap ----
 
-def zoo_fixture(tmp_path, study_cfg_change=None, finding=None):
+def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=()):
     """cnn_small-fashion_mnist: the pipeline's seed 0 at 88.0%, zoo_seeds' seeds 1 and 2 at 88.2 and 88.4."""
     import json
 
@@ -142,6 +142,7 @@ def zoo_fixture(tmp_path, study_cfg_change=None, finding=None):
                                   **({"finding": finding} if finding else {})}}
     (studies_dir / "catalogue.yaml").write_text(yaml.safe_dump(catalogue))
     trained = {**cfg, "seeds": [1, 2], **(study_cfg_change or {})}
+    trained = {k: v for k, v in trained.items() if k not in study_cfg_lacks}
     metrics = {"test_accuracy": 0.883, "test_accuracy_per_seed": [0.882, 0.884], "seeds": 2, "status": "completed"}
     (studies_dir / "zoo_seeds.json").write_text(json.dumps({
         "study": "zoo_seeds", "extra_seeds": True, "seeds": [1, 2], "runs": ["cnn_small-fashion_mnist"], "grid": {},
@@ -175,6 +176,11 @@ def test_a_study_that_trained_other_settings_is_left_out_and_named(tmp_path):
     lines = zoo_lines(tmp_path, study_cfg_change={"epochs": 5})
     assert zoo_row(lines)[5:7] == ["88.00", "1"]
     assert any("`fashionbench study zoo_seeds` trained it with other settings" in line for line in lines)
+
+
+def test_a_study_stored_before_a_key_existed_trained_as_its_old_behaviour(tmp_path):
+    # zoo_seeds ran before `shuffle` existed, and every run reshuffled then, as shuffle: true does now.
+    assert zoo_row(zoo_lines(tmp_path, study_cfg_lacks=("shuffle",)))[5:7] == ["88.20 ± 0.20", "3"]
 
 
 def test_a_gap_names_the_study_that_tests_it_and_its_finding(tmp_path):

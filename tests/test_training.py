@@ -82,6 +82,29 @@ def test_training_seconds_leave_out_the_per_epoch_evaluation(tiny_data, monkeypa
     assert 0 < seconds[0] < seconds[1] == result["seconds"] < 0.5  # four evaluations slept 1 s
 
 
+def epoch_label_orders(tiny_data, monkeypatch, **overrides) -> list[torch.Tensor]:
+    """The training labels in the order each epoch's batches saw them."""
+    seen, train_epoch = [], training.train_epoch
+
+    def recording(model, optimizer, images, labels, *args, **kwargs):
+        seen.append(labels.clone())
+        return train_epoch(model, optimizer, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", recording)
+    train_seed(config(epochs=2, **overrides), tiny_data, 0, torch.device("cpu"), progress=False)
+    return seen
+
+
+def test_shuffle_draws_a_new_sample_order_every_epoch(tiny_data, monkeypatch):
+    first, second = epoch_label_orders(tiny_data, monkeypatch)
+    assert not torch.equal(first, tiny_data["train_labels"]) and not torch.equal(first, second)
+
+
+def test_shuffle_false_keeps_the_prepared_order_every_epoch(tiny_data, monkeypatch):
+    for labels in epoch_label_orders(tiny_data, monkeypatch, shuffle=False):
+        assert torch.equal(labels, tiny_data["train_labels"])
+
+
 def test_same_seed_on_the_cpu_gives_identical_results(tiny_data):
     cfg = config(epochs=2, dropout=0.2)
     first = train_seed(cfg, tiny_data, 7, torch.device("cpu"), progress=False)

@@ -137,7 +137,12 @@ TRAIN_KEYS = {
     # The training set: null trains on the prepared split (preprocess.val_fraction held out);
     # a number re-splits every training image, 0 trains on all of them (as seeds 000-002 and 004).
     "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
+    # true: a new order every epoch; false: the training images in their prepared order every
+    # epoch, as the PyTorch quickstart's DataLoader (no shuffle=True) that seed 000 followed.
+    "shuffle": _bool,
 }
+# Keys added after results were stored: a stored config without one trained as this value.
+BEFORE_KEY_EXISTED = {"shuffle": True}
 MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout", "patch_stride")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
 PREPROCESS_KEYS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fashionbench.config import PARAMS_FILE, ConfigError, load_params
+from fashionbench.config import BEFORE_KEY_EXISTED, PARAMS_FILE, ConfigError, load_params
 from fashionbench.experiments import run_result
 from fashionbench.models import BEYOND_SEEDS
 from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, history_path, metrics_path, read_json, write_csv,
@@ -86,7 +86,8 @@ def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studie
                 m = (cell["runs"].get(run) or {}).get("metrics") if trained else None
                 if not m:
                     continue
-                if any(trained.get(k) != cfg.get(k) for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES):
+                if any(trained.get(k, BEFORE_KEY_EXISTED.get(k)) != cfg.get(k)
+                       for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES):
                     stale.append(study["study"])
                     continue
                 for seed, acc in zip(study["seeds"], m.get("test_accuracy_per_seed") or []):

@@ -1,4 +1,5 @@
-"""The training loop: data resident on the device, shuffled per epoch by a seeded generator.
+"""The training loop: data resident on the device, shuffled per epoch by a seeded generator
+(unless `shuffle: false`).
 
 No per-sample Dataset/DataLoader: the split lives on the device as a uint8 tensor, each
 epoch gathers it once into its shuffled order, a batch is a slice of that plus a scale to
@@ -429,7 +430,10 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
             on_epoch_start()
         start = time.perf_counter()
         model.train()
-        images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
+        if cfg.get("shuffle", True):
+            images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
+        else:  # the same order every epoch; the generator is not drawn from
+            images, labels = train_x, train_y
         draws = augmentation_draws(n, cfg, augment_rng, device) if augment_rng is not None else None
         loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last,
                                         scheduler, ema, draws)
