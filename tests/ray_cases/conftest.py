@@ -3,6 +3,7 @@
 directory there: `unshare -n`, `ip link set lo up`, then pytest with FASHIONBENCH_LOOPBACK_NETNS=1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -53,13 +54,13 @@ def wait_for_nodes(address: str, count: int, nodes: list[RayNode], timeout: floa
     pytest.fail(f"the Ray cluster at {address} did not reach {count} nodes")
 
 
-@pytest.fixture
-def ray_cluster(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def two_node_cluster(log_dir, env: pytest.MonkeyPatch):
     """A real two-node Ray cluster on 127.0.0.1: a head with no CPUs for trials and one worker
     node with two; `add_worker()` starts another. Every node is stopped at the end, by its pid."""
     # Ray 2.60's head turns token authentication on: every node and driver gets this cluster's token.
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    env.setenv("RAY_AUTH_MODE", "token")
+    env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
     port = free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[RayNode] = []
@@ -67,13 +68,13 @@ def ray_cluster(tmp_path, monkeypatch):
     common = ["--node-ip-address", "127.0.0.1", "--temp-dir", sessions]
 
     def add_worker(cpus: int = 2) -> RayNode:
-        node = RayNode(["--address", address, f"--num-cpus={cpus}", *common], tmp_path / f"worker{len(nodes)}.log")
+        node = RayNode(["--address", address, f"--num-cpus={cpus}", *common], log_dir / f"worker{len(nodes)}.log")
         nodes.append(node)
         return node
 
     try:
         nodes.append(RayNode(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *common],
-                             tmp_path / "head.log"))
+                             log_dir / "head.log"))
         worker = add_worker()
         wait_for_nodes(address, 2, nodes)
         yield {"address": address, "worker": worker, "add_worker": add_worker}
@@ -81,3 +82,18 @@ def ray_cluster(tmp_path, monkeypatch):
         for node in reversed(nodes):
             node.stop()
         shutil.rmtree(sessions, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster(tmp_path, monkeypatch):
+    """A cluster of the test's own, for a test that kills a node or interrupts a session."""
+    with two_node_cluster(tmp_path, monkeypatch) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="class")
+def shared_ray_cluster(tmp_path_factory):
+    """One cluster for a class of tests that leave it as they found it: starting and stopping
+    two nodes costs about 40 s on 2 cores."""
+    with pytest.MonkeyPatch.context() as env, two_node_cluster(tmp_path_factory.mktemp("ray"), env) as cluster:
+        yield cluster

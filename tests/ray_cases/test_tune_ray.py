@@ -81,52 +81,53 @@ def test_the_embedded_default_runs_every_trial_and_leaves_no_ray_behind(workspac
     assert ray_processes() - before == set()
 
 
-def test_on_a_cluster_every_trial_is_a_child_run_with_its_params_and_epochs(workspace, ray_cluster, server):
-    set_run(workspace, RUN, epochs=3)
-    tune_space(workspace, RUN, trials=4, concurrent=2)
-    done = tune(workspace, "--address", ray_cluster["address"])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    parent, children = session_runs(server)
-    assert parent.info.status == "FINISHED" and len(children) == 4
-    client = client_of(server)
-    result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
-    for child in children:
-        assert child.info.status == "FINISHED"
-        assert [m.step for m in client.get_metric_history(child.info.run_id, "val/accuracy")] == [1, 2, 3]
-    logged_lrs = sorted(float(c.data.params["lr"]) for c in children)
-    assert logged_lrs == sorted(t["config"]["lr"] for t in result["trials"])
+class TestOnOneSharedCluster:
+    """Tune sessions that end normally, one after another on the same two-node cluster."""
 
+    def test_on_a_cluster_every_trial_is_a_child_run_with_its_params_and_epochs(self, workspace, shared_ray_cluster, server):
+        set_run(workspace, RUN, epochs=3)
+        tune_space(workspace, RUN, trials=4, concurrent=2)
+        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        parent, children = session_runs(server)
+        assert parent.info.status == "FINISHED" and len(children) == 4
+        client = client_of(server)
+        result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "val/accuracy")] == [1, 2, 3]
+        logged_lrs = sorted(float(c.data.params["lr"]) for c in children)
+        assert logged_lrs == sorted(t["config"]["lr"] for t in result["trials"])
 
-def test_asha_stops_some_trials_early(workspace, ray_cluster, server):
-    set_run(workspace, RUN, epochs=6)
-    tune_space(workspace, RUN, trials=6, concurrent=2, scheduler="asha", grace_epochs=1, reduction_factor=3,
-               space={"lr": {"loguniform": [0.00001, 0.3]}})
-    done = tune(workspace, "--address", ray_cluster["address"])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
-    epochs = [t["epochs_run"] for t in result["trials"]]
-    assert min(epochs) < 6 and max(epochs) == 6, epochs
-    _, children = session_runs(server)
-    stopped = [c for c in children if c.data.tags.get("stopped_early") == "true"]
-    assert stopped and all(c.info.status == "FINISHED" for c in children), [(c.info.status, c.data.tags.get("stopped_early"), c.data.metrics.get("val/accuracy")) for c in children]
+    def test_asha_stops_some_trials_early(self, workspace, shared_ray_cluster, server):
+        set_run(workspace, RUN, epochs=6)
+        tune_space(workspace, RUN, trials=6, concurrent=2, scheduler="asha", grace_epochs=1, reduction_factor=3,
+                   space={"lr": {"loguniform": [0.00001, 0.3]}})
+        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
+        epochs = [t["epochs_run"] for t in result["trials"]]
+        assert min(epochs) < 6 and max(epochs) == 6, epochs
+        _, children = session_runs(server)
+        stopped = [c for c in children if c.data.tags.get("stopped_early") == "true"]
+        assert stopped and all(c.info.status == "FINISHED" for c in children), [(c.info.status, c.data.tags.get("stopped_early"), c.data.metrics.get("val/accuracy")) for c in children]
 
-
-def test_a_trial_that_raises_is_failed_and_the_search_goes_on(workspace, ray_cluster, server):
-    # momentum 0 with nesterov is refused by params.yaml's rules: a combination the space allows.
-    set_run(workspace, RUN, optimizer="sgd", lr=0.05, momentum=0.9)  # each value alone is valid
-    # search_seed 0 draws momentum 0.9, 0.9, 0.9, 0.0 (Ray 2.60; test_tune_space checks the seeding)
-    tune_space(workspace, RUN, trials=4, concurrent=2, search_seed=0,
-               space={"momentum": {"choice": [0.0, 0.9]}, "nesterov": {"choice": [True]}})
-    done = tune(workspace, "--address", ray_cluster["address"])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
-    failed = [t for t in result["trials"] if t["status"] == "FAILED"]
-    finished = [t for t in result["trials"] if t["status"] == "TERMINATED"]
-    assert failed and finished
-    assert all(t["config"]["momentum"] == 0.0 for t in failed) and "nesterov" in failed[0]["error"]
-    assert result["best"]["config"]["momentum"] == 0.9
-    _, children = session_runs(server)
-    assert {c.info.status for c in children} <= {"FINISHED", "FAILED"} and any(c.info.status == "FAILED" for c in children)
+    def test_a_trial_that_raises_is_failed_and_the_search_goes_on(self, workspace, shared_ray_cluster, server):
+        # momentum 0 with nesterov is refused by params.yaml's rules: a combination the space allows.
+        set_run(workspace, RUN, optimizer="sgd", lr=0.05, momentum=0.9)  # each value alone is valid
+        # search_seed 0 draws momentum 0.9, 0.9, 0.9, 0.0 (Ray 2.60; test_tune_space checks the seeding)
+        tune_space(workspace, RUN, trials=4, concurrent=2, search_seed=0,
+                   space={"momentum": {"choice": [0.0, 0.9]}, "nesterov": {"choice": [True]}})
+        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
+        failed = [t for t in result["trials"] if t["status"] == "FAILED"]
+        finished = [t for t in result["trials"] if t["status"] == "TERMINATED"]
+        assert failed and finished
+        assert all(t["config"]["momentum"] == 0.0 for t in failed) and "nesterov" in failed[0]["error"]
+        assert result["best"]["config"]["momentum"] == 0.9
+        _, children = session_runs(server)
+        assert {c.info.status for c in children} <= {"FINISHED", "FAILED"} and any(c.info.status == "FAILED" for c in children)
 
 
 def test_a_worker_node_killed_mid_trial_gets_the_trial_retried_elsewhere(workspace, ray_cluster, server):
