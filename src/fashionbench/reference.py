@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from scipy.stats import t as student_t
+
 # (model, dataset) -> the seed's reported test accuracy in %, its own ± where it gave one,
 # and how it trained (so a reader sees what the comparison assumes).
 SEED_RESULTS = {
@@ -20,14 +22,10 @@ SEED_RESULTS = {
 }
 
 
-# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom: ours is estimated from few seeds.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042}
-
-
 def t_975(df: int) -> float:
-    """The table's value at `df`, or at the nearest smaller df listed (a little wider: conservative)."""
-    return T_975[max(k for k in T_975 if k <= df)] if df < 30 else 1.96
+    """Student's t, two-sided 95% (the 0.975 quantile) at `df` degrees of freedom: ours is
+    estimated from few seeds."""
+    return float(student_t.ppf(0.975, df))
 
 
 def verdict(ours: float | None, seed: float, seed_pm: float | None, ours_std: float = 0.0, seeds: int = 1) -> str:
