@@ -176,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "TIME_TO_ACCURACY.md")
     args = parser.parse_args(argv)
 
-    fixed_threads()
+    try:
+        threads = fixed_threads()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    if threads:
+        torch.set_num_threads(threads)  # as `train` takes it; the header records the count
     cfg = run_config(args.run)
     device = resolve_device(cfg["device"])
     configure_process(device)

@@ -17,6 +17,7 @@ import sys
 import yaml
 
 from fashionbench.config import PARAMS_FILE, ConfigError, validate
+from fashionbench.cpu import CoreShare, configure_process, fixed_threads
 from fashionbench.preprocess import load_run_data
 from fashionbench.training import resolve_device, train_seed
 
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load(PARAMS_FILE.read_text())
     params["runs"] = {"probe": {"model": args.model, "dataset": args.dataset, **args.entry}}
     try:
+        fixed_threads()
         cfg = validate(params)["runs"]["probe"]
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = resolve_device(cfg["device"])
+    configure_process(device)
     data = load_run_data(cfg, device)
     if len(data["val_labels"]) == 0:
         print("error: val_fraction: 0 leaves no validation split to probe on", file=sys.stderr)
@@ -46,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epoch {row['epoch']:3d}  training {row['seconds']:7.1f} s  train accuracy {row['train_accuracy']:.4f}"
               f"  val accuracy {row['val_accuracy']:.4f}", flush=True)
 
-    result = train_seed(cfg, data, args.seed, device, on_epoch=show, progress=False)
+    # Its share of the cores, as `train` takes: two probes side by side, each spinning a thread per
+    # core, ran 12x slower here, not 2x.
+    with CoreShare() as share:
+        result = train_seed(cfg, data, args.seed, device, on_epoch=show, progress=False,
+                            on_epoch_start=share.update if device.type == "cpu" else None)
     print(f"{json.dumps(args.entry)}: val accuracy {result['history'][-1]['val_accuracy']:.4f} after "
           f"{result['seconds']:.1f} s of training")
     return 0

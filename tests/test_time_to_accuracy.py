@@ -65,3 +65,9 @@ def test_pipeline_seeds_of_another_configuration_are_refused(workspace, tmp_path
     set_run(workspace, "mlp_64-fashion_mnist", epochs=3)
     with pytest.raises(SystemExit, match="trained with another configuration"):
         tta_bench.main(["--run", "mlp_64-fashion_mnist", "--from-pipeline", *LIGHT, "--output", str(tmp_path / "t.md")])
+
+
+def test_a_bad_fashionbench_threads_stops_the_benchmark_in_one_line(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHIONBENCH_THREADS", "two")
+    with pytest.raises(SystemExit, match=r"^error: FASHIONBENCH_THREADS=two: expected a positive integer"):
+        tta_bench.main([*LIGHT, "--output", str(tmp_path / "t.md")])

@@ -20,6 +20,25 @@ def test_a_bad_entry_is_named_in_one_line(workspace, capsys):
     assert capsys.readouterr().err.startswith("error: runs.probe.augment: crop_flip mirrors images")
 
 
+def test_the_probe_trains_on_the_threads_fashionbench_threads_fixes(workspace, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setenv("FASHIONBENCH_THREADS", "1")
+    try:
+        assert probe.main(["fashion_mnist", '{"width": 4, "epochs": 1}']) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_bad_fashionbench_threads_stops_the_probe_in_one_line(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("FASHIONBENCH_THREADS", "two")
+    assert probe.main(["fashion_mnist", '{"width": 4, "epochs": 1}']) == 1
+    assert capsys.readouterr().err.startswith("error: FASHIONBENCH_THREADS=two: expected a positive integer")
+
+
 tta_spec = importlib.util.spec_from_file_location("tta_probe", REPO / "benchmarks" / "tta_probe.py")
 tta_probe = importlib.util.module_from_spec(tta_spec)
 tta_spec.loader.exec_module(tta_probe)
