@@ -38,7 +38,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fashionbench.config import run_config
-from fashionbench.cpu import configure_process, fixed_threads
+from fashionbench.cpu import apply_fixed_threads, configure_process
 from fashionbench.models import model_from_config
 from fashionbench.outputs import train_summary_path
 from fashionbench.preprocess import load_run_data
@@ -177,11 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        threads = fixed_threads()
+        apply_fixed_threads()  # as `train` takes it; the header records the count
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
-    if threads:
-        torch.set_num_threads(threads)  # as `train` takes it; the header records the count
     cfg = run_config(args.run)
     device = resolve_device(cfg["device"])
     configure_process(device)
@@ -197,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"trained by `dvc repro` (read from {train_summary_path(args.run)})"
     else:
         histories, source = seed_histories(cfg, data, device, args.seeds or cfg['seeds']), "trained by this command"
-    options = {k: cfg[k] for k in ("model", "width", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    options = {k: cfg[k] for k in ("model", "width", "blocks", "epochs", "batch_size", "optimizer", "lr", "momentum",
                                    "nesterov", "weight_decay", "lr_schedule", "augment", "random_erasing",
                                    "label_smoothing", "ema", "tta", "normalize", "precision")}
     setup = [f"command: python benchmarks/time_to_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}",

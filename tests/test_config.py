@@ -85,6 +85,11 @@ BAD = {
     "run val_fraction negative": (lambda p, r: r.update(val_fraction=-0.1), "runs.mlp_64-fashion_mnist.val_fraction: expected >= 0"),
     "patch_stride past the patch": (lambda p, r: r.update(model="patch_mlp", patch_stride=8), "runs.mlp_64-fashion_mnist.patch_stride: expected <= 7"),
     "shuffle not a boolean": (lambda p, r: r.update(shuffle="no"), "runs.mlp_64-fashion_mnist.shuffle: expected true or false, got 'no'"),
+    "blocks not a list": (lambda p, r: r.update(model="resnet_fast", blocks=2), "runs.mlp_64-fashion_mnist.blocks: expected null or a list of 1 to 5 integers >= 0"),
+    "blocks empty": (lambda p, r: r.update(model="resnet_fast", blocks=[]), "runs.mlp_64-fashion_mnist.blocks: expected null or a list of 1 to 5 integers >= 0 (residual blocks per stage), got []"),
+    "blocks past the 2-pixel stage": (lambda p, r: r.update(model="resnet_fast", blocks=[1] * 6), "runs.mlp_64-fashion_mnist.blocks: expected null or a list of 1 to 5"),
+    "blocks negative": (lambda p, r: r.update(model="resnet_fast", blocks=[1, -1]), "runs.mlp_64-fashion_mnist.blocks: expected null or a list of 1 to 5 integers >= 0"),
+    "blocks on an MLP": (lambda p, r: r.update(blocks=[1, 1]), "runs.mlp_64-fashion_mnist.blocks: model mlp_64 has no 'blocks' option"),
     "patch_stride on an MLP": (lambda p, r: r.update(patch_stride=3), "runs.mlp_64-fashion_mnist.patch_stride: model mlp_64 has no 'patch_stride' option"),
 }
 
@@ -93,6 +98,14 @@ BAD = {
 def test_bad_params_give_one_line_naming_the_key(case):
     change, expected = BAD[case]
     assert expected in error_for(change)
+
+
+def test_resnet_fast_takes_its_blocks_per_stage_and_null_means_the_zoos():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["runs"]["probe"] = {"model": "resnet_fast", "dataset": "mnist", "blocks": [0, 1, 2]}
+    runs = validate(params)["runs"]
+    assert runs["probe"]["blocks"] == [0, 1, 2]
+    assert runs["resnet_fast-mnist"]["blocks"] is None
 
 
 def test_a_run_keeps_the_prepared_split_unless_it_sets_its_own_val_fraction():

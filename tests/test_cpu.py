@@ -68,3 +68,30 @@ def test_a_bad_fashionbench_threads_is_named(monkeypatch):
     monkeypatch.setenv("FASHIONBENCH_THREADS", "two")
     with pytest.raises(ValueError, match="FASHIONBENCH_THREADS=two: expected a positive integer"):
         fixed_threads()
+
+
+def test_fashionbench_threads_sets_torchs_threads(monkeypatch):
+    import torch
+
+    from fashionbench.cpu import apply_fixed_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("FASHIONBENCH_THREADS", "1")
+    try:
+        assert apply_fixed_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_unset_fashionbench_threads_leaves_torchs_threads_as_they_were(monkeypatch):
+    import torch
+
+    from fashionbench.cpu import apply_fixed_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("FASHIONBENCH_THREADS", raising=False)
+    torch.set_num_threads(1)  # not the machine's default (its cores), which a wrong "unset" path would set
+    try:
+        assert apply_fixed_threads() is None and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -80,6 +80,7 @@ def test_model_options_name_what_each_model_accepts():
     assert model_options("mlp_64") == ["depth", "width", "activation", "dropout"]
     assert model_options("cnn_baseline") == ["dropout"]
     assert model_options("lenet5_modern") == []
+    assert model_options("resnet_fast") == ["width", "blocks"]
 
 
 @pytest.mark.parametrize("init", ["normal", "xavier_uniform", "kaiming"])
@@ -141,3 +142,29 @@ def test_patch_mlp_with_overlapping_patches_has_the_hand_counted_parameters():
 def test_patch_mlp_width_sets_the_embedding_and_the_channel_mixer():
     model = build_model("patch_mlp", width=256)
     assert model.embed.out_features == 256 and model.w3.out_features == 512 and model.head.in_features == 256
+
+
+def test_resnet_fast_blocks_set_the_residual_blocks_of_each_stage():
+    # [0, 1, 2] at width 16: no block at 28 px, one of 32 channels at 14 px, two of 64 at 7 px
+    expected = (conv_bn(1, 16) + conv_bn(16, 32) + 2 * conv_bn(32, 32)
+                + conv_bn(32, 64) + 2 * 2 * conv_bn(64, 64) + linear(64, 10))  # 190,586
+    model = build_model("resnet_fast", width=16, blocks=[0, 1, 2])
+    assert parameter_count(model) == expected == 190_586
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_fourth_resnet_fast_stage_works_at_4_pixels_with_twice_the_channels():
+    expected = (conv_bn(1, 16) + conv_bn(16, 32) + 2 * conv_bn(32, 32) + conv_bn(32, 64) + 2 * conv_bn(64, 64)
+                + conv_bn(64, 128) + 2 * conv_bn(128, 128) + linear(128, 10))  # 486,650
+    model = build_model("resnet_fast", width=16, blocks=[0, 1, 1, 1])
+    assert parameter_count(model) == expected == 486_650
+    features = model[:-3](torch.zeros(2, 1, 28, 28))  # before pooling, flatten and the head
+    assert features.shape == (2, 128, 4, 4)
+
+
+def test_the_default_resnet_fast_keeps_the_state_dict_keys_of_models_saved_before_blocks():
+    # Saved resnet_fast models (models/, the MLflow registry) load by these keys.
+    keys = list(build_model("resnet_fast", width=4).state_dict())
+    assert keys[:2] == ["0.0.weight", "0.1.weight"]
+    assert "1.body.0.0.weight" in keys and "5.body.1.1.running_var" in keys
+    assert keys[-2:] == ["8.weight", "8.bias"]

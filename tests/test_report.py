@@ -2,7 +2,7 @@
 import pytest
 
 from fashionbench.reference import verdict
-from fashionbench.report import study_figure, study_markdown
+from fashionbench.report import fast_setup_text, study_figure, study_markdown
 
 
 def fixture_optimizer_lr() -> dict:
@@ -218,3 +218,13 @@ def test_a_gap_shows_where_our_test_curve_peaks(tmp_path):
     lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir), {}, studies_dir,
                       {"cnn_small-fashion_mnist": history})
     assert "  the best epoch of our seed 0's test curve: 88.50% at epoch 2 of 3 (the last: 88.00%)." in lines
+
+
+def test_a_fast_runs_setup_names_the_options_it_turns_on_and_no_others():
+    from fashionbench.config import load_params
+    from conftest import REPO
+
+    cfg = dict(load_params(REPO / "params.yaml")["runs"]["resnet_fast-mnist"], blocks=[0, 1, 2], epochs=21)
+    text = fast_setup_text(cfg)
+    assert text.startswith("sgd nesterov 0.1, 21 epochs, batch 256, width 16, blocks [0, 1, 2], inputs standard")
+    assert "erasing" not in text and "warm-up" not in text  # off in this run

@@ -91,6 +91,19 @@ def _seeds(key, v):
     return list(v)
 
 
+MAX_STAGES = 5  # 28, 14, 7, 4, 2 pixels: a sixth stride-2 stage would leave one pixel
+
+
+def _blocks(key, v):
+    if v is None:
+        return None
+    if (not isinstance(v, list) or not 1 <= len(v) <= MAX_STAGES
+            or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in v)):
+        raise ConfigError(f"{key}: expected null or a list of 1 to {MAX_STAGES} integers >= 0 "
+                          f"(residual blocks per stage), got {v!r}")
+    return list(v)
+
+
 def _model(key, v):
     from fashionbench.models import known_models  # models imports torch: only when validating runs
 
@@ -125,6 +138,7 @@ TRAIN_KEYS = {
     "activation": lambda k, v: _choice(k, v, ACTIVATIONS, nullable=True),
     "dropout": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True, nullable=True),
     "patch_stride": lambda k, v: _num(k, v, lo=1, hi=7, integer=True, nullable=True),  # patch_mlp's 7x7: < 7 overlaps
+    "blocks": _blocks,  # resnet_fast: residual blocks per stage
     # Beyond the seeds (fast training); each off by default, so the seeds' runs do not move.
     "normalize": lambda k, v: _choice(k, v, NORMALIZATIONS),
     "augment": lambda k, v: _choice(k, v, AUGMENTATIONS),
@@ -143,7 +157,6 @@ TRAIN_KEYS = {
 }
 # Keys added after results were stored: a stored config without one trained as this value.
 BEFORE_KEY_EXISTED = {"shuffle": True}
-MODEL_OPTION_KEYS = ("depth", "width", "activation", "dropout", "patch_stride")
 RUN_ONLY_KEYS = {"model": _model, "dataset": None}  # dataset checked against `datasets`
 PREPROCESS_KEYS = {
     "val_fraction": lambda k, v: _num(k, v, lo=0, hi=1, hi_open=True),
@@ -231,10 +244,10 @@ def validate_run(name: str, entry: Any, defaults: dict, datasets: list[str], spl
 
     check_training_options(where, entry, cfg)
 
-    from fashionbench.models import model_options
+    from fashionbench.models import RUN_OPTIONS, model_options
 
     accepted = model_options(cfg["model"])
-    for k in MODEL_OPTION_KEYS:
+    for k in RUN_OPTIONS:
         if cfg[k] is not None and k not in accepted:
             origin = where + k if k in entry else k
             raise ConfigError(

@@ -98,6 +98,15 @@ def fixed_threads() -> int | None:
     return int(value)
 
 
+def apply_fixed_threads() -> int | None:
+    """Set torch's threads to FASHIONBENCH_THREADS when it is set (a benchmark's fixed count, as
+    `train` takes it); the count, or None when unset (torch's threads left as they are)."""
+    threads = fixed_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 class CoreShare:
     """This process's share of the cores while other trainings run on the same machine.
 

@@ -21,7 +21,7 @@ from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_pa
                                   read_json, read_tensors, train_summary_path, write_csv, write_json)
 from fashionbench.stopping import Stopped, stop_signals_raise
 from fashionbench.preprocess import load_run_data
-from fashionbench.train import mean_std
+from fashionbench.stats import mean_std
 from fashionbench.training import compute_loss, eval_batch_size, place_model, predict, resolve_device
 
 GALLERY_SIZE = 32

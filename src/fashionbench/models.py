@@ -133,17 +133,20 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def resnet_fast(width: int = 32) -> nn.Sequential:
-    """Beyond the seeds: a residual CNN with batch norm sized for 28x28 inputs. Three stages at
-    28, 14 and 7 pixels with width, 2x and 4x channels (a strided conv_bn between stages), each
-    one residual block; global average pooling; a linear head."""
-    w = width
-    return nn.Sequential(
-        conv_bn(1, w), Residual(w),
-        conv_bn(w, 2 * w, stride=2), Residual(2 * w),
-        conv_bn(2 * w, 4 * w, stride=2), Residual(4 * w),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10),
-    )
+def resnet_fast(width: int = 32, blocks: tuple[int, ...] = (1, 1, 1)) -> nn.Sequential:
+    """Beyond the seeds: a residual CNN with batch norm sized for 28x28 inputs. Stages at 28, 14,
+    7, 4 and 2 pixels (as many as `blocks` has entries) with width, 2x, 4x... channels, a strided
+    conv_bn between stages, `blocks[i]` residual blocks in stage i; global average pooling; a
+    linear head. The default, one block in each of three stages, is the zoo's resnet_fast."""
+    channels = width
+    layers = [conv_bn(1, channels)]
+    for stage, count in enumerate(blocks):
+        if stage:
+            layers.append(conv_bn(channels, 2 * channels, stride=2))
+            channels *= 2
+        layers += [Residual(channels) for _ in range(count)]
+    # One flat Sequential, so the default's state-dict keys are those of models trained before `blocks`.
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
 
 
 def tta_mode(value) -> str:
@@ -199,7 +202,7 @@ ZOO = {
     "cnn_dropout": (cnn_seed004, {"dropout": 0.5}),
     "resnet_fast": (resnet_fast, {"width": 32}),  # beyond the seeds
 }
-RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride")
+RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride", "blocks")
 BEYOND_SEEDS = ("resnet_fast",)  # not from a write-up: fashionbench's own
 
 
@@ -208,7 +211,7 @@ def known_models() -> list[str]:
 
 
 def model_options(name: str) -> list[str]:
-    """The run options (depth, width, activation, dropout, patch_stride) this model accepts."""
+    """The run options (of RUN_OPTIONS: depth, width, ..., blocks) this model accepts."""
     builder, _defaults = ZOO[name]
     signature = inspect.signature(builder)
     return [k for k in RUN_OPTIONS if k in signature.parameters]

@@ -21,7 +21,7 @@ from fashionbench.outputs import (PLOTS_DIR, STUDIES_DIR, evaluation_path, histo
                                   write_text)
 from fashionbench.reference import (OPTIMIZER_LABELS, SEED003_OPTIMIZER_LR, SEED_CELLS, SEED_RESULTS, STUDY_CLAIMS,
                                     verdict)
-from fashionbench.train import mean_std  # the same mean ± sample std as the metrics
+from fashionbench.stats import mean_std  # the same mean ± sample std as the metrics
 from fashionbench.tune import TUNING_DIR  # tuning/<run>.json is tune's format
 
 
@@ -155,7 +155,7 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
 
 
 # The options a fast run turns on, as the report names them (each is off by default).
-FAST_OPTIONS = (("width", "width {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
+FAST_OPTIONS = (("width", "width {}"), ("blocks", "blocks {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
                 ("random_erasing", "erasing {}"), ("label_smoothing", "label smoothing {}"),
                 ("lr_schedule", "{} schedule"), ("warmup_epochs", "{} warm-up epochs"), ("ema", "EMA {}"),
                 ("tta", "{} TTA"), ("weight_decay", "wd {}"))

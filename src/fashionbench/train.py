@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from fashionbench.models import parameter_count
 from fashionbench.outputs import (checkpoint_path, history_path, prepared_path, read_json, remove_tree, resume_dir,
                                   train_summary_path, write_csv, write_json, write_tensors)
 from fashionbench.preprocess import load_run_data
+from fashionbench.stats import mean_std
 from fashionbench.stopping import Stopped, stop_signals_raise
 from fashionbench.training import resolve_device, set_determinism, train_seed
 
@@ -44,11 +44,6 @@ def seed_summary(seed: int, result: dict) -> dict:
         "train_seconds": round(result["seconds"], 3),
         "final": {k: v for k, v in last.items() if k not in ("epoch", "seconds")},
     }
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def file_md5(path: Path) -> str:

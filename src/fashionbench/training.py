@@ -430,7 +430,7 @@ def train_seed(cfg: dict, data: dict[str, torch.Tensor], seed: int, device: torc
             on_epoch_start()
         start = time.perf_counter()
         model.train()
-        if cfg.get("shuffle", True):
+        if cfg["shuffle"]:
             images, labels = shuffled(train_x, train_y, epoch_order(n, shuffle, device))
         else:  # the same order every epoch; the generator is not drawn from
             images, labels = train_x, train_y

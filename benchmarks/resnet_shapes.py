@@ -1,0 +1,92 @@
+"""Where a resnet_fast training step's time goes: ms per step of the run's own training loop for
+several `blocks` shapes (residual blocks per stage), as a ratio to the zoo's [1, 1, 1] measured in
+the same run, with parameters and FLOPs per step. It trains nothing to the end and reads no
+accuracy: which shape to train is chosen on the validation split (benchmarks/validation_probe.py).
+
+    python benchmarks/resnet_shapes.py                        # the shapes below, 40 steps each (~2 min here)
+    python benchmarks/resnet_shapes.py --shapes 1,1,1 0,1,2   # any shapes; the first is the reference
+
+The configuration is params.yaml's run (`resnet_fast-fashion_mnist` unless --run) with only
+`blocks` changed. Needs the prepared data (`dvc repro preprocess`). Writes Markdown with the
+machine to --output (benchmarks/RESNET_SHAPES.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fashionbench.config import ConfigError, run_config, validate_run
+from fashionbench.cpu import apply_fixed_threads, configure_process
+from fashionbench.models import model_from_config, parameter_count
+from fashionbench.preprocess import load_run_data
+from fashionbench.training import resolve_device
+from time_to_accuracy import RUN, training_throughput  # this directory's: the same timed training steps
+from train_speed import machine
+
+SHAPES = ("1,1,1", "1,1,2", "0,1,2", "0,1,3", "0,2,2", "0,1,1,1")
+
+
+def shape(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected residual blocks per stage like 0,1,2, got {text!r}") from None
+
+
+def with_blocks(cfg: dict, blocks: list[int]) -> dict:
+    """The run's configuration with `blocks` replaced, validated as params.yaml's runs are."""
+    entry = {**{k: v for k, v in cfg.items() if k not in ("name", "split_seed")}, "blocks": blocks}
+    return validate_run(cfg["name"], entry, cfg, [cfg["dataset"]], cfg["split_seed"])
+
+
+def markdown(info: dict, setup: list[str], rows: list[dict]) -> str:
+    lines = ["# resnet_fast shapes: time per training step", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()] + [f"- {s}" for s in setup] + [""]
+    lines += ["| blocks | parameters | GFLOP per step | ms per step | ratio to the first |",
+              "|---|---:|---:|---:|---:|"]
+    reference = rows[0]["ms_per_step"]
+    for r in rows:
+        lines.append(f"| {r['blocks']} | {r['parameters']:,} | {r['gflop']:.2f} | {r['ms_per_step']:.1f} "
+                     f"| {r['ms_per_step'] / reference:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=RUN, help="a run of params.yaml (default %(default)s)")
+    parser.add_argument("--shapes", type=shape, nargs="+", default=[shape(s) for s in SHAPES],
+                        help="blocks per stage, comma-separated; the first is the reference")
+    parser.add_argument("--steps", type=int, default=40, help="timed batches per shape")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "RESNET_SHAPES.md")
+    args = parser.parse_args(argv)
+    try:
+        apply_fixed_threads()
+        cfg = run_config(args.run)
+        configs = [with_blocks(cfg, blocks) for blocks in args.shapes]
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    device = resolve_device(cfg["device"])
+    configure_process(device)
+    data = load_run_data(cfg, device)
+    info = machine(device)
+    rows = []
+    for c in configs:
+        measured = training_throughput(c, data, device, args.steps)
+        rows.append({"blocks": c["blocks"], "parameters": parameter_count(model_from_config(c)),
+                     "gflop": measured["flops_per_step"] / 1e9,
+                     "ms_per_step": 1000 * measured["seconds"] / measured["steps"]})
+        print(f"blocks {c['blocks']}: {rows[-1]['ms_per_step']:.1f} ms per step", flush=True)
+    setup = [f"command: python benchmarks/resnet_shapes.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+             f"run: `{args.run}` on {device} (width {cfg['width']}, batch {cfg['batch_size']}, precision "
+             f"{cfg['precision']}, augment {cfg['augment']}, ema {cfg['ema']}), {args.steps} timed steps per shape "
+             "after 5 warm-up steps"]
+    text = markdown(info, setup, rows)
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
