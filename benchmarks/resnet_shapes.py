@@ -25,6 +25,7 @@ from time_to_accuracy import RUN, training_throughput  # this directory's: the s
 from train_speed import machine
 
 SHAPES = ("1,1,1", "1,1,2", "0,1,2", "0,1,3", "0,2,2", "0,1,1,1")
+WARMUP = 5  # untimed steps before each shape's timed ones
 
 
 def shape(text: str) -> list[int]:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(device)
     rows = []
     for c in configs:
-        measured = training_throughput(c, data, device, args.steps)
+        measured = training_throughput(c, data, device, args.steps, warmup=WARMUP)
         rows.append({"blocks": c["blocks"], "parameters": parameter_count(model_from_config(c)),
                      "gflop": measured["flops_per_step"] / 1e9,
                      "ms_per_step": 1000 * measured["seconds"] / measured["steps"]})
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = [f"command: python benchmarks/resnet_shapes.py {' '.join(argv if argv is not None else sys.argv[1:])}",
              f"run: `{args.run}` on {device} (width {cfg['width']}, batch {cfg['batch_size']}, precision "
              f"{cfg['precision']}, augment {cfg['augment']}, ema {cfg['ema']}), {args.steps} timed steps per shape "
-             "after 5 warm-up steps"]
+             f"after {WARMUP} warm-up steps"]
     text = markdown(info, setup, rows)
     args.output.write_text(text)
     print(text)
