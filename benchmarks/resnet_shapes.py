@@ -2,6 +2,9 @@
 several `blocks` shapes (residual blocks per stage), as a ratio to the zoo's [1, 1, 1] measured in
 the same run, with parameters and FLOPs per step. It trains nothing to the end and reads no
 accuracy: which shape to train is chosen on the validation split (benchmarks/validation_probe.py).
+The last column is each shape's share of the machine: its training FLOP/s over a large matrix
+multiply's in the training's precision, measured in the same run (as time_to_accuracy.py does), so
+that tables from two CPUs can be set side by side.
 
     python benchmarks/resnet_shapes.py                        # the shapes below, 40 steps each (~2 min here)
     python benchmarks/resnet_shapes.py --shapes 1,1,1 0,1,2   # any shapes; the first is the reference
@@ -16,12 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from fashionbench.config import ConfigError, run_config, validate_run
 from fashionbench.cpu import apply_fixed_threads, configure_process
 from fashionbench.models import model_from_config, parameter_count
 from fashionbench.preprocess import load_run_data
 from fashionbench.training import resolve_device
-from time_to_accuracy import RUN, training_throughput  # this directory's: the same timed training steps
+from time_to_accuracy import RUN, matmul_flops_per_second, matmul_dtype, training_throughput  # the same timed steps
 from train_speed import machine
 
 SHAPES = ("1,1,1", "1,1,2", "0,1,2", "0,1,3", "0,2,2", "0,1,1,1")
@@ -41,15 +46,16 @@ def with_blocks(cfg: dict, blocks: list[int]) -> dict:
     return validate_run(cfg["name"], entry, cfg, [cfg["dataset"]], cfg["split_seed"])
 
 
-def markdown(info: dict, setup: list[str], rows: list[dict]) -> str:
+def markdown(info: dict, setup: list[str], rows: list[dict], matmul: float) -> str:
     lines = ["# resnet_fast shapes: time per training step", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()] + [f"- {s}" for s in setup] + [""]
-    lines += ["| blocks | parameters | GFLOP per step | ms per step | ratio to the first |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["| blocks | parameters | GFLOP per step | ms per step | ratio to the first | share of the machine |",
+              "|---|---:|---:|---:|---:|---:|"]
     reference = rows[0]["ms_per_step"]
     for r in rows:
+        share = r["gflop"] * 1e9 / (r["ms_per_step"] / 1000) / matmul
         lines.append(f"| {r['blocks']} | {r['parameters']:,} | {r['gflop']:.2f} | {r['ms_per_step']:.1f} "
-                     f"| {r['ms_per_step'] / reference:.2f} |")
+                     f"| {r['ms_per_step'] / reference:.2f} | {share:#.2g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", type=shape, nargs="+", default=[shape(s) for s in SHAPES],
                         help="blocks per stage, comma-separated; the first is the reference")
     parser.add_argument("--steps", type=int, default=40, help="timed batches per shape")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="the reference multiply's n (n x n)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "RESNET_SHAPES.md")
     args = parser.parse_args(argv)
     try:
@@ -72,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_process(device)
     data = load_run_data(cfg, device)
     info = machine(device)
-    rows = []
+    rows, precisions = [], set()
     for c in configs:
         measured = training_throughput(c, data, device, args.steps, warmup=WARMUP)
+        precisions.add(matmul_dtype(measured))
         rows.append({"blocks": c["blocks"], "parameters": parameter_count(model_from_config(c)),
                      "gflop": measured["flops_per_step"] / 1e9,
                      "ms_per_step": 1000 * measured["seconds"] / measured["steps"]})
@@ -83,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
              f"run: `{args.run}` on {device} (width {cfg['width']}, batch {cfg['batch_size']}, precision "
              f"{cfg['precision']}, augment {cfg['augment']}, ema {cfg['ema']}), {args.steps} timed steps per shape "
              f"after {WARMUP} warm-up steps"]
-    text = markdown(info, setup, rows)
+    dtype = "bf16" if precisions == {"bf16"} else "float32"
+    matmul = matmul_flops_per_second(device, args.matmul_size,
+                                     dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    setup.append(f"the machine: a {dtype} {args.matmul_size} x {args.matmul_size} matrix multiply on the same "
+                 f"threads, {matmul / 1e9:.0f} GFLOP/s")
+    text = markdown(info, setup, rows, matmul)
     args.output.write_text(text)
     print(text)
     return 0

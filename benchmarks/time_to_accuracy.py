@@ -15,8 +15,8 @@ a configuration with fewer epochs would need.
 Machine share, measured in this process: the FLOP/s of the run's training steps (FLOPs of one
 step as torch.utils.flop_counter counts them, convolutions and matrix multiplies forward and
 backward, times steps per second over a stretch of real batches) divided by the FLOP/s of a
-large float32 matrix multiply (4096 x 4096 unless --matmul-size) on the same threads. A profile of those steps says
-where the rest of the time goes.
+large matrix multiply (4096 x 4096 unless --matmul-size) in the training's precision (float32, or bf16
+under autocast) on the same threads. A profile of those steps says where the rest of the time goes.
 
     python benchmarks/time_to_accuracy.py                  # trains 3 seeds (~30 min on 2 CPU cores)
     python benchmarks/time_to_accuracy.py --from-pipeline  # the seeds `dvc repro` trained (models/<run>/train.json)
@@ -43,17 +43,18 @@ from fashionbench.models import model_from_config
 from fashionbench.outputs import train_summary_path
 from fashionbench.preprocess import load_run_data
 from fashionbench.training import (augmentation_draws, make_ema, make_optimizer, make_scheduler, place_model,
-                                   resolve_device, set_input_statistics, train_epoch, train_seed, train_step,
-                                   to_input)
+                                   precision_name, resolve_device, set_input_statistics, train_epoch, train_seed,
+                                   train_step, to_input)
 from train_speed import machine  # this directory's other benchmark: the same machine description
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94)
 RUN = "resnet_fast-fashion_mnist"
 
 
-def matmul_flops_per_second(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
-    """The best of `repeats` float32 n x n matrix multiplies, after one warm-up."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_flops_per_second(device: torch.device, n: int = 4096, repeats: int = 5,
+                            dtype: torch.dtype = torch.float32) -> float:
+    """The best of `repeats` n x n matrix multiplies in `dtype`, after one warm-up."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = math.inf
     for i in range(repeats + 1):
         if device.type == "cuda":
@@ -81,7 +82,11 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
         set_input_statistics(model, data["train_images"])
     optimizer = make_optimizer(cfg, model.parameters())
     bs = cfg["batch_size"]
-    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=math.ceil(len(data["train_labels"]) / bs))
+    # The schedule as the run's, stretched where the run is shorter than the steps timed and
+    # profiled here (OneCycleLR refuses a step past its total); the rate does not change a step's cost.
+    timed = warmup + steps + min(steps, 20)
+    per_epoch = max(math.ceil(len(data["train_labels"]) / bs), math.ceil(timed / cfg["epochs"]))
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=per_epoch)
     ema = make_ema(cfg, model)
     images, labels = data["train_images"][:(warmup + steps) * bs], data["train_labels"][:(warmup + steps) * bs]
     draws = augmentation_draws(len(labels), cfg, torch.Generator().manual_seed(0), device)
@@ -102,7 +107,7 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) or 1
     top = [(e.key, e.self_cpu_time_total / total) for e in ops[:8]]
-    return {"flops_per_step": flops, "steps": steps, "seconds": seconds,
+    return {"flops_per_step": flops, "steps": steps, "seconds": seconds, "precision": precision_name(amp),
             "flops_per_second": flops * steps / seconds, "top_ops": top}
 
 
@@ -133,6 +138,10 @@ def time_to_accuracy(histories: dict[int, list[dict]], threshold: float) -> dict
     return None
 
 
+def matmul_dtype(throughput: dict) -> str:
+    return "float32" if throughput["precision"] == "float32" else "bf16"
+
+
 def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], throughput: dict,
              matmul: float, matmul_size: int) -> str:
     lines = ["# Time to accuracy: resnet_fast on Fashion-MNIST", ""]
@@ -157,7 +166,8 @@ def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], thr
               f"- training: {throughput['flops_per_step'] / 1e9:.2f} GFLOP per step (forward + backward), "
               f"{throughput['steps']} steps in {throughput['seconds']:.1f} s: "
               f"**{throughput['flops_per_second'] / 1e9:.0f} GFLOP/s**",
-              f"- float32 {matmul_size} x {matmul_size} matrix multiply on the same threads: **{matmul / 1e9:.0f} GFLOP/s**",
+              f"- {matmul_dtype(throughput)} {matmul_size} x {matmul_size} matrix multiply (the training's precision) "
+              f"on the same threads: **{matmul / 1e9:.0f} GFLOP/s**",
               f"- share: **{share:.2g}**", "",
               "Where the training steps' time goes (self time, torch.profiler):", "",
               "| op | share of time |", "|---|---:|"]
@@ -185,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_process(device)
     data = load_run_data(cfg, device)
     info = machine(device)
-    matmul = matmul_flops_per_second(device, args.matmul_size)
     throughput = training_throughput(cfg, data, device, args.throughput_steps)
+    # The machine's limit is the multiply in the precision the training computes in: bf16 runs
+    # twice the float32 rate on hardware that has it, so a bf16 run against float32 reads past 1.
+    matmul = matmul_flops_per_second(device, args.matmul_size,
+                                     dtype=torch.bfloat16 if matmul_dtype(throughput) == "bf16" else torch.float32)
     if args.from_pipeline:
         histories, trained = pipeline_histories(args.run)
         if trained != cfg:

@@ -3,6 +3,8 @@ import importlib.util
 import re
 import sys
 
+import pytest
+
 from conftest import REPO, set_run
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports its siblings
@@ -17,9 +19,9 @@ def test_every_shape_gets_a_row_with_its_parameters_and_its_ratio_to_the_first(w
     set_run(workspace, "mlp_64-fashion_mnist", **TINY)
     out = tmp_path / "s.md"
     assert shapes.main(["--run", "mlp_64-fashion_mnist", "--shapes", "1,1,1", "0,1,2", "--steps", "2",
-                        "--output", str(out)]) == 0
+                        "--matmul-size", "512", "--output", str(out)]) == 0
     text = out.read_text()
-    assert re.search(r"^\| \[1, 1, 1\] \| 7,862 \| [\d.]+ \| [\d.]+ \| 1\.00 \|$", text, re.M)
+    assert re.search(r"^\| \[1, 1, 1\] \| 7,862 \| [\d.]+ \| [\d.]+ \| 1\.00 \| [\d.e-]+ \|$", text, re.M)
     # width 4, [0, 1, 2]: stem 1->4, 4->8 and one block of 8, 8->16 and two blocks of 16, head 16->10
     assert re.search(r"^\| \[0, 1, 2\] \| 12,230 \| ", text, re.M)
 
@@ -28,3 +30,16 @@ def test_a_shape_the_model_cannot_take_is_named_in_one_line(workspace, tmp_path,
     set_run(workspace, "mlp_64-fashion_mnist", **TINY)
     assert shapes.main(["--run", "mlp_64-fashion_mnist", "--shapes", "1,1,1,1,1,1", "--output", str(tmp_path / "s.md")]) == 1
     assert capsys.readouterr().err.startswith("error: runs.mlp_64-fashion_mnist.blocks: expected null or a list of 1 to 5")
+
+
+def test_each_shape_has_its_share_of_the_machine_against_a_multiply_measured_in_the_same_run(workspace, tmp_path):
+    set_run(workspace, "mlp_64-fashion_mnist", **TINY)
+    out = tmp_path / "s.md"
+    assert shapes.main(["--run", "mlp_64-fashion_mnist", "--shapes", "1,1,1", "--steps", "2", "--matmul-size", "512",
+                        "--output", str(out)]) == 0
+    text = out.read_text()
+    matmul = float(re.search(r"float32 512 x 512 matrix multiply on the same threads, (\d+) GFLOP/s", text).group(1))
+    gflop, ms, share = re.search(r"^\| \[1, 1, 1\] \| [\d,]+ \| ([\d.]+) \| ([\d.]+) \| 1\.00 \| ([\d.e-]+) \|$",
+                                 text, re.M).groups()
+    assert 0 < float(share) < 2
+    assert float(share) == pytest.approx(float(gflop) / (float(ms) / 1000) / matmul, rel=0.1)

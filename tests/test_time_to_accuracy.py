@@ -59,6 +59,14 @@ def test_the_benchmark_reads_the_pipelines_seeds(workspace, tmp_path):
     assert "seeds trained by `dvc repro`" in text
 
 
+@pytest.mark.parametrize("precision, reference", [("float32", "float32"), ("bf16", "bf16")])
+def test_the_machine_share_is_against_a_multiply_in_the_trainings_precision(workspace, tmp_path, precision, reference):
+    set_run(workspace, "mlp_64-fashion_mnist", **{**TINY, "epochs": 1, "seeds": [0], "precision": precision})
+    out = tmp_path / "t.md"
+    assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--throughput-steps", "2", *LIGHT, "--output", str(out)]) == 0
+    assert f"- {reference} 512 x 512 matrix multiply (the training's precision) on the same threads" in out.read_text()
+
+
 def test_pipeline_seeds_of_another_configuration_are_refused(workspace, tmp_path):
     set_run(workspace, "mlp_64-fashion_mnist", **TINY)
     assert train.main(["mlp_64-fashion_mnist", "--no-mlflow"]) == 0

@@ -1,0 +1,60 @@
+"""Ctrl-C ends a `fashionbench tune` session in bounded time, with its MLflow runs ended KILLED,
+even when the interrupt is lost inside the search (no Ray needed: the search is a stand-in)."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+RUN = "mlp_64-fashion_mnist"
+
+# The session as `python -m fashionbench.tune` runs it, with a 2 s grace and a search that opens a
+# trial's run and then drops every KeyboardInterrupt, as one raised inside a finalizer is dropped.
+SESSION = f"""
+import sys, time
+from pathlib import Path
+from fashionbench import tune
+from fashionbench.tracking import RunTracker
+
+def search_that_drops_ctrl_c(search, address, storage, parent_run_id):
+    RunTracker.start(tune.with_keys(tune.read_yaml(tune.PARAMS_FILE, "params.yaml"), search.run, {{}}),
+                     parent_run_id=parent_run_id, name="tune/trial")
+    Path("searching").touch()
+    while True:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+
+tune.INTERRUPT_GRACE_S = 2
+tune.run_search = search_that_drops_ctrl_c
+sys.exit(tune.main(["{RUN}"]))
+"""
+
+
+def test_ctrl_c_ends_a_session_whose_search_drops_the_interrupt_after_the_grace(workspace, store):
+    pytest.importorskip("ray")  # tune refuses to start without it
+    from mlflow import MlflowClient
+
+    (workspace / "tuning").mkdir()
+    (workspace / "tuning" / "spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
+    proc = subprocess.Popen([sys.executable, "-c", SESSION], cwd=workspace, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workspace / "searching").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (workspace / "searching").exists(), proc.communicate(timeout=10)[0][-3000:]
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        waited = time.monotonic() - interrupted
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out[-3000:]
+    assert waited >= 2 and f"{RUN}: interrupted; Ray had not let go 2 s after Ctrl-C" in out
+    runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("fashionbench").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(["tune/trial", f"tune/{RUN}"])
+    assert {r.info.status for r in runs} == {"KILLED"}
