@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, precisions = [], set()
     for c in configs:
         measured = training_throughput(c, data, device, args.steps, warmup=WARMUP)
-        precisions.add(matmul_dtype(measured))
+        precisions.add(matmul_dtype(measured, device))
         rows.append({"blocks": c["blocks"], "parameters": parameter_count(model_from_config(c)),
                      "gflop": measured["flops_per_step"] / 1e9,
                      "ms_per_step": 1000 * measured["seconds"] / measured["steps"]})

@@ -4,6 +4,7 @@ import re
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, set_run
 from fashionbench import train
@@ -59,13 +60,22 @@ def test_the_benchmark_reads_the_pipelines_seeds(workspace, tmp_path):
     assert "seeds trained by `dvc repro`" in text
 
 
-@pytest.mark.parametrize("precision, reference", [("float32", "float32"), ("bf16", "bf16")])
-def test_the_machine_share_is_against_a_multiply_in_the_trainings_precision(workspace, tmp_path, precision, reference):
+@pytest.mark.parametrize("precision, native, reference, dtype", [
+    ("float32", True, "float32", torch.float32),
+    ("bf16", True, "bf16", torch.bfloat16),
+    ("bf16", False, "float32", torch.float32),  # emulated bf16 is no limit of the machine's
+])
+def test_the_machine_share_is_against_a_multiply_in_the_trainings_precision_where_the_hardware_has_it(
+        workspace, tmp_path, monkeypatch, precision, native, reference, dtype):
     set_run(workspace, "mlp_64-fashion_mnist", **{**TINY, "epochs": 1, "seeds": [0], "precision": precision})
+    monkeypatch.setattr(tta_bench, "bf16_in_hardware", lambda device: native)
+    multiplied, measure = [], tta_bench.matmul_flops_per_second
+    monkeypatch.setattr(tta_bench, "matmul_flops_per_second",
+                        lambda device, n, dtype: multiplied.append(dtype) or measure(device, n, dtype=dtype))
     out = tmp_path / "t.md"
     assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--throughput-steps", "2", *LIGHT, "--output", str(out)]) == 0
-    assert f"- {reference} 512 x 512 matrix multiply (the training's precision) on the same threads" in out.read_text()
-
+    assert multiplied == [dtype]
+    assert f"- {reference} 512 x 512 matrix multiply (the training's precision where the hardware has it)" in out.read_text()
 
 def test_pipeline_seeds_of_another_configuration_are_refused(workspace, tmp_path):
     set_run(workspace, "mlp_64-fashion_mnist", **TINY)

@@ -21,9 +21,9 @@ from fashionbench.tracking import RunTracker
 def search_that_drops_ctrl_c(search, address, storage, parent_run_id):
     RunTracker.start(tune.with_keys(tune.read_yaml(tune.PARAMS_FILE, "params.yaml"), search.run, {{}}),
                      parent_run_id=parent_run_id, name="tune/trial")
-    Path("searching").touch()
     while True:
         try:
+            Path("searching").touch()  # inside the try: no Ctrl-C gets past this search
             time.sleep(0.05)
         except KeyboardInterrupt:
             pass
@@ -58,3 +58,32 @@ def test_ctrl_c_ends_a_session_whose_search_drops_the_interrupt_after_the_grace(
     runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("fashionbench").experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(["tune/trial", f"tune/{RUN}"])
     assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_the_watchdog_gives_ctrl_c_back_to_the_handler_before_it():
+    from fashionbench.tune import InterruptWatchdog
+
+    before = signal.getsignal(signal.SIGINT)
+    with InterruptWatchdog("run", None, grace_s=60) as watchdog:
+        assert signal.getsignal(signal.SIGINT) == watchdog.handle
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_watchdog_outside_the_main_thread_leaves_signals_alone():
+    import threading
+
+    from fashionbench.tune import InterruptWatchdog
+
+    before, errors = signal.getsignal(signal.SIGINT), []
+
+    def search_in_a_thread():
+        try:
+            with InterruptWatchdog("run", None, grace_s=60):
+                pass
+        except Exception as exc:  # noqa: BLE001 - what the test looks for
+            errors.append(exc)
+
+    worker = threading.Thread(target=search_in_a_thread)
+    worker.start()
+    worker.join()
+    assert errors == [] and signal.getsignal(signal.SIGINT) is before

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,7 +93,7 @@ def uses_default_store() -> bool:
     return tracking_uri() == default_uri()
 
 
-_lock_depth = 0
+_lock = threading.local()  # per thread: tune's interrupt watchdog writes while the main thread may hold it
 
 
 @contextlib.contextmanager
@@ -106,26 +107,28 @@ def store_lock():
     (`dvc queue start -j 2`) do exactly that, so every group of calls that touches the
     store holds an exclusive flock on `<db>.lock` (`<repo>/mlflow.db.lock` by default).
     A call takes milliseconds; with one worker the lock is free and costs nothing.
-    Re-entrant within a process. A server (MLFLOW_TRACKING_URI=http://...) serializes by
+    Re-entrant within a thread. A server (MLFLOW_TRACKING_URI=http://...) serializes by
     itself, so no lock is taken there.
     """
-    global _lock_depth
+    depth = getattr(_lock, "depth", 0)
     db = _sqlite_file(tracking_uri())
-    if db is None or _lock_depth:
-        _lock_depth += 1
+    if db is None or depth:
+        _lock.depth = depth + 1
         try:
             yield
         finally:
-            _lock_depth -= 1
+            _lock.depth = depth
         return
     db.parent.mkdir(parents=True, exist_ok=True)
+    # A file opened per call: flock excludes other open files, so another thread of this
+    # process waits here as another process does.
     with open(db.with_name(db.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        _lock_depth += 1
+        _lock.depth = 1
         try:
             yield
         finally:
-            _lock_depth -= 1
+            _lock.depth = 0
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -38,8 +38,8 @@ DISTRIBUTIONS = ("loguniform", "uniform", "integer", "choice")
 ENTRY_KEYS = {"trials", "metric", "scheduler", "grace_epochs", "reduction_factor", "concurrent",
               "cpus_per_trial", "search_seed", "space"}
 FIXED_KEYS = ("seed", "seeds", "device", "max_epochs")  # what a trial is, not what it searches
-# Ctrl-C raises KeyboardInterrupt in the driver, and Ray let go of it in under a second here. But on
-# a loaded 2-core machine the session was twice still alive 300 s after Ctrl-C, never caught in the
+# Ctrl-C raises KeyboardInterrupt in the driver, and Ray usually lets go of it at once. But on a
+# loaded 2-core machine the session was twice still alive 300 s after Ctrl-C, never caught in the
 # act (a KeyboardInterrupt raised inside a finalizer or a Cython callback is printed and dropped,
 # and the search trains on). After this grace the session ends its MLflow runs and exits itself;
 # its trials' actors end with the driver.
@@ -423,28 +423,57 @@ def end_session_runs(parent_run_id: str) -> None:
 
 
 class InterruptWatchdog:
-    """The session's SIGINT handler. Ctrl-C raises KeyboardInterrupt, as Python's own handler
-    does; the first one also starts a watchdog: if the session has not finished `grace_s` later,
-    the watchdog ends the session's MLflow runs and exits 130 without waiting on Ray any longer."""
+    """Bounds the time Ctrl-C takes to end a session, however Ray behaves.
+
+    Used as `with watchdog:` around the search. Its SIGINT handler raises KeyboardInterrupt, as
+    Python's own does, and notes the time of the first one. A thread started with the session
+    (a signal handler must not start one: Thread.start takes a lock the interrupted code may
+    hold) ends the session's MLflow runs and exits 130 if the search is still running `grace_s`
+    after that first Ctrl-C. Only the main thread receives signals: elsewhere it does nothing.
+    """
+
+    poll_s = 0.2
+    cleanup_s = 15.0  # what ending the runs may take before the exit goes ahead without them
 
     def __init__(self, run: str, parent_run_id: str | None, grace_s: float):
         self.run, self.parent_run_id, self.grace_s = run, parent_run_id, grace_s
-        self.finished = threading.Event()  # set by main when the session ends, however it ends
-        self.interrupted = threading.Event()
+        self.interrupted_at: float | None = None
+        self.finished = threading.Event()  # set as the search ends, however it ends
+        self.previous_handler = None
+        self.installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.handle)
+            self.installed = True
+            threading.Thread(target=self.watch, name="interrupt-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.finished.set()
+        if self.installed:
+            # None: the handler before was not set from Python; Python's default stands in for it.
+            signal.signal(signal.SIGINT, self.previous_handler or signal.default_int_handler)
 
     def handle(self, signum, frame):
-        if not self.interrupted.is_set():
-            self.interrupted.set()
-            threading.Thread(target=self.expire, name="interrupt-watchdog", daemon=True).start()
+        if self.interrupted_at is None:
+            self.interrupted_at = time.monotonic()
         raise KeyboardInterrupt
 
+    def watch(self) -> None:
+        while not self.finished.wait(self.poll_s):
+            if self.interrupted_at is not None and time.monotonic() - self.interrupted_at >= self.grace_s:
+                self.expire()
+
     def expire(self) -> None:
-        if self.finished.wait(self.grace_s):
-            return
         print(f"{self.run}: interrupted; Ray had not let go {self.grace_s:g} s after Ctrl-C, so the session ends here",
               file=sys.stderr, flush=True)
         if self.parent_run_id:
-            end_session_runs(self.parent_run_id)
+            # A tracking server that does not answer could hold this for minutes: exit all the same.
+            ending = threading.Thread(target=end_session_runs, args=(self.parent_run_id,), daemon=True)
+            ending.start()
+            ending.join(self.cleanup_s)
+        sys.stdout.flush()
         os._exit(130)
 
 
@@ -483,14 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     # Ray Tune's own Ctrl-C handler stops the search and returns as if it had finished: without
     # it Ctrl-C raises here, and every MLflow run of the session is ended KILLED below.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    watchdog = InterruptWatchdog(search.run, parent and parent.run_id, INTERRUPT_GRACE_S)
-    previous_handler = signal.signal(signal.SIGINT, watchdog.handle)
     try:
         with ended_on_failure(parent):
             if parent:
                 parent.log_params({f"search.{k}": v for k, v in dataclasses.asdict(search).items() if k != "space"})
             storage = Path(os.environ.get("FASHIONBENCH_RAY_STORAGE", ".ray_results"))
-            results, epochs = run_search(search, args.address, storage, parent.run_id if parent else None)
+            with InterruptWatchdog(search.run, parent and parent.run_id, INTERRUPT_GRACE_S):
+                results, epochs = run_search(search, args.address, storage, parent.run_id if parent else None)
             summary = session_summary(search, results, epochs, run_cfg, args.address, time.perf_counter() - start)
             write_json(out, summary)
             if parent:
@@ -508,8 +536,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if parent:
             end_trial_runs(parent.run_id)  # a trial whose process died with the session
-        signal.signal(signal.SIGINT, previous_handler)
-        watchdog.finished.set()
     rows, best = summary["trials"], summary["best"]
     failed = sum(r["status"] == "FAILED" for r in rows)
     print(f"{search.run}: {len(rows)} trials ({failed} failed) in {summary['wall_seconds']:.0f} s -> {out}")
