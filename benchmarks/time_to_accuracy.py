@@ -143,7 +143,11 @@ def bf16_in_hardware(device: torch.device) -> bool:
     PyTorch emulates it, far below the float32 rate, which is then the machine's limit."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    if device.type != "cpu":
+        return False
+    # Private checks, as training.bf16_native uses: absent from a torch, they read as no.
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
 
 
 def matmul_dtype(throughput: dict, device: torch.device) -> str:
