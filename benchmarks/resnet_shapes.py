@@ -19,14 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from fashionbench.config import ConfigError, run_config, validate_run
 from fashionbench.cpu import apply_fixed_threads, configure_process
 from fashionbench.models import model_from_config, parameter_count
 from fashionbench.preprocess import load_run_data
 from fashionbench.training import resolve_device
-from time_to_accuracy import RUN, matmul_flops_per_second, matmul_dtype, training_throughput  # the same timed steps
+from time_to_accuracy import RUN, matmul_dtype, reference_multiply, training_throughput  # the same timed steps
 from train_speed import machine
 
 SHAPES = ("1,1,1", "1,1,2", "0,1,2", "0,1,3", "0,2,2", "0,1,1,1")
@@ -92,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{cfg['precision']}, augment {cfg['augment']}, ema {cfg['ema']}), {args.steps} timed steps per shape "
              f"after {WARMUP} warm-up steps"]
     dtype = "bf16" if precisions == {"bf16"} else "float32"
-    matmul = matmul_flops_per_second(device, args.matmul_size,
-                                     dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    matmul = reference_multiply(device, args.matmul_size, dtype)
     setup.append(f"the machine: a {dtype} {args.matmul_size} x {args.matmul_size} matrix multiply on the same "
                  f"threads, {matmul / 1e9:.0f} GFLOP/s")
     text = markdown(info, setup, rows, matmul)

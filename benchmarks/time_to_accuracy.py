@@ -145,7 +145,8 @@ def bf16_in_hardware(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    # Private checks, as training.bf16_native uses: absent from a torch, they read as no.
+    # Not training.bf16_native: that answers precision 'auto' (AMX only, so the runs' numbers stay
+    # put), this the hardware. Private checks, as there: absent from a torch, they read as no.
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(check() for check in checks if check is not None)
 
@@ -153,6 +154,14 @@ def bf16_in_hardware(device: torch.device) -> bool:
 def matmul_dtype(throughput: dict, device: torch.device) -> str:
     """The precision of the machine's limit for this training: its own, where the hardware has it."""
     return "bf16" if throughput["precision"] != "float32" and bf16_in_hardware(device) else "float32"
+
+
+def reference_multiply(device: torch.device, n: int, precision: str) -> float:
+    """FLOP/s of the machine's limit, an n x n multiply in `precision` ("float32" or "bf16").
+
+    The machine's limit is the multiply in the precision the training computes in: bf16 runs
+    twice the float32 rate on hardware that has it, so a bf16 run against float32 reads past 1."""
+    return matmul_flops_per_second(device, n, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
 def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], throughput: dict,
@@ -209,11 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_run_data(cfg, device)
     info = machine(device)
     throughput = training_throughput(cfg, data, device, args.throughput_steps)
-    # The machine's limit is the multiply in the precision the training computes in: bf16 runs
-    # twice the float32 rate on hardware that has it, so a bf16 run against float32 reads past 1.
     reference = matmul_dtype(throughput, device)
-    matmul = matmul_flops_per_second(device, args.matmul_size,
-                                     dtype=torch.bfloat16 if reference == "bf16" else torch.float32)
+    matmul = reference_multiply(device, args.matmul_size, reference)
     if args.from_pipeline:
         histories, trained = pipeline_histories(args.run)
         if trained != cfg:
