@@ -19,13 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from fashionbench.config import ConfigError, run_config, validate_run
-from fashionbench.cpu import apply_fixed_threads, configure_process
-from fashionbench.models import model_from_config, parameter_count
-from fashionbench.preprocess import load_run_data
-from fashionbench.training import resolve_device
 from time_to_accuracy import RUN, matmul_dtype, reference_multiply, training_throughput  # the same timed steps
 from train_speed import machine
+
+from fashionbench.core.config import ConfigError, load_params, run_config, validate_run
+from fashionbench.core.models import model_from_config, parameter_count
+from fashionbench.core.runtime import apply_fixed_threads, configure_process, resolve_device
+from fashionbench.core.schema import RunConfig
+from fashionbench.core.splits import load_run_data
 
 SHAPES = ("1,1,1", "1,1,2", "0,1,2", "0,1,3", "0,2,2", "0,1,1,1")
 WARMUP = 5  # untimed steps before each shape's timed ones
@@ -38,10 +39,10 @@ def shape(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected residual blocks per stage like 0,1,2, got {text!r}") from None
 
 
-def with_blocks(cfg: dict, blocks: list[int]) -> dict:
+def with_blocks(cfg: RunConfig, blocks: list[int]) -> RunConfig:
     """The run's configuration with `blocks` replaced, validated as params.yaml's runs are."""
-    entry = {**{k: v for k, v in cfg.items() if k not in ("name", "split_seed")}, "blocks": blocks}
-    return validate_run(cfg["name"], entry, cfg, [cfg["dataset"]], cfg["split_seed"])
+    entry = {**{k: v for k, v in cfg.as_dict().items() if k not in ("name", "split_seed")}, "blocks": blocks}
+    return validate_run(cfg.name, entry, cfg, [cfg.dataset], load_params()["preprocess"])
 
 
 def markdown(info: dict, setup: list[str], rows: list[dict], matmul: float) -> str:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg.device)
     configure_process(device)
     data = load_run_data(cfg, device)
     info = machine(device)
@@ -81,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     for c in configs:
         measured = training_throughput(c, data, device, args.steps, warmup=WARMUP)
         precisions.add(matmul_dtype(measured, device))
-        rows.append({"blocks": c["blocks"], "parameters": parameter_count(model_from_config(c)),
+        rows.append({"blocks": c.blocks, "parameters": parameter_count(model_from_config(c)),
                      "gflop": measured["flops_per_step"] / 1e9,
                      "ms_per_step": 1000 * measured["seconds"] / measured["steps"]})
-        print(f"blocks {c['blocks']}: {rows[-1]['ms_per_step']:.1f} ms per step", flush=True)
+        print(f"blocks {c.blocks}: {rows[-1]['ms_per_step']:.1f} ms per step", flush=True)
     setup = [f"command: python benchmarks/resnet_shapes.py {' '.join(argv if argv is not None else sys.argv[1:])}",
-             f"run: `{args.run}` on {device} (width {cfg['width']}, batch {cfg['batch_size']}, precision "
-             f"{cfg['precision']}, augment {cfg['augment']}, ema {cfg['ema']}), {args.steps} timed steps per shape "
+             f"run: `{args.run}` on {device} (width {cfg.width}, batch {cfg.batch_size}, precision "
+             f"{cfg.precision}, augment {cfg.augment}, ema {cfg.ema}), {args.steps} timed steps per shape "
              f"after {WARMUP} warm-up steps"]
     dtype = "bf16" if precisions == {"bf16"} else "float32"
     matmul = reference_multiply(device, args.matmul_size, dtype)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from train_speed import machine  # this directory's other benchmark: the same machine description
 
 REPO = Path(__file__).resolve().parents[1]

@@ -36,16 +36,23 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
-from fashionbench.config import run_config
-from fashionbench.cpu import apply_fixed_threads, configure_process
-from fashionbench.models import model_from_config
-from fashionbench.outputs import train_summary_path
-from fashionbench.preprocess import load_run_data
-from fashionbench.training import (augmentation_draws, make_ema, make_optimizer, make_scheduler, place_model,
-                                   precision_name, resolve_device, set_input_statistics, train_epoch, train_seed,
-                                   train_step, to_input)
 from train_speed import machine  # this directory's other benchmark: the same machine description
+
+from fashionbench.core.config import run_config
+from fashionbench.core.engine import set_input_statistics, train_epoch, train_seed, train_step
+from fashionbench.core.models import model_from_config
+from fashionbench.core.paths import train_summary_path
+from fashionbench.core.recipe import augmentation_draws, make_ema, make_optimizer, make_scheduler
+from fashionbench.core.runtime import (
+    apply_fixed_threads,
+    configure_process,
+    place_model,
+    precision_name,
+    resolve_device,
+    to_input,
+)
+from fashionbench.core.schema import RunConfig
+from fashionbench.core.splits import load_run_data
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94)
 RUN = "resnet_fast-fashion_mnist"
@@ -77,15 +84,15 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     """FLOP/s of the run's training loop (its augmentation, schedule and weight average included)
     over `steps` batches of the real training images, and the ops that take its time."""
     torch.manual_seed(0)
-    model, amp, channels_last = place_model(model_from_config(cfg), device, cfg["precision"])
-    if cfg.get("normalize") == "standard":
+    model, amp, channels_last = place_model(model_from_config(cfg), device, cfg.precision)
+    if cfg.normalize == "standard":
         set_input_statistics(model, data["train_images"])
     optimizer = make_optimizer(cfg, model.parameters())
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size
     # The schedule as the run's, stretched where the run is shorter than the steps timed and
     # profiled here (OneCycleLR refuses a step past its total); the rate does not change a step's cost.
     timed = warmup + steps + min(steps, 20)
-    per_epoch = max(math.ceil(len(data["train_labels"]) / bs), math.ceil(timed / cfg["epochs"]))
+    per_epoch = max(math.ceil(len(data["train_labels"]) / bs), math.ceil(timed / cfg.epochs))
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=per_epoch)
     ema = make_ema(cfg, model)
     images, labels = data["train_images"][:(warmup + steps) * bs], data["train_labels"][:(warmup + steps) * bs]
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     cfg = run_config(args.run)
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg.device)
     configure_process(device)
     data = load_run_data(cfg, device)
     info = machine(device)
@@ -222,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     matmul = reference_multiply(device, args.matmul_size, reference)
     if args.from_pipeline:
         histories, trained = pipeline_histories(args.run)
-        if trained != cfg:
+        if RunConfig.stored(trained) != cfg:
             raise SystemExit(f"error: {train_summary_path(args.run)}: trained with another configuration "
                              f"than params.yaml's {args.run}; `dvc repro train@{args.run}` first")
         source = f"trained by `dvc repro` (read from {train_summary_path(args.run)})"
     else:
-        histories, source = seed_histories(cfg, data, device, args.seeds or cfg['seeds']), "trained by this command"
-    options = {k: cfg[k] for k in ("model", "width", "blocks", "epochs", "batch_size", "optimizer", "lr", "momentum",
+        histories, source = seed_histories(cfg, data, device, args.seeds or cfg.seeds), "trained by this command"
+    options = {k: getattr(cfg, k) for k in ("model", "width", "blocks", "epochs", "batch_size", "optimizer", "lr", "momentum",
                                    "nesterov", "weight_decay", "lr_schedule", "augment", "random_erasing",
                                    "label_smoothing", "ema", "tta", "normalize", "precision")}
     setup = [f"command: python benchmarks/time_to_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}",

@@ -5,7 +5,7 @@ For every zoo model, in this one process and one after the other, on the same da
   (a) the loop the seeds copied from the PyTorch quickstart: torchvision's FashionMNIST (or
       MNIST) dataset with `ToTensor()` on each PIL image, `DataLoader(batch_size, shuffle=True)`,
       `loss_fn(model(X), y)`, `backward()`, `step()`, `zero_grad()`, `torch.optim.Adam(lr=1e-3)`.
-  (b) fashionbench's trainer (src/fashionbench/training.py): the split resident on the device
+  (b) fashionbench's trainer (src/fashionbench/core/engine.py): the split resident on the device
       as uint8, gathered once per epoch into its seeded order (`shuffled`), then `train_epoch`
       (a slice + `to_input` per batch, `train_step`) with `make_optimizer`'s fused Adam lr 1e-3,
       channels_last for CNNs, and on the CPU `configure_process`'s process-wide settings (glibc
@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torchvision
@@ -52,20 +53,28 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from fashionbench.config import PRECISIONS
-from fashionbench.cpu import configure_process
-from fashionbench.datasets import DataError
-from fashionbench.download import MIRROR_ENV, download
-from fashionbench.models import build_model, known_models, parameter_count
-from fashionbench.preprocess import prepare
-from fashionbench.training import (epoch_order, fast_paths, make_optimizer, place_model, precision_name,
-                                   resolve_device, set_determinism, shuffled, train_epoch)
+from fashionbench.core.engine import epoch_order, shuffled, train_epoch
+from fashionbench.core.idx import DataError
+from fashionbench.core.models import build_model, known_models, parameter_count
+from fashionbench.core.recipe import make_optimizer
+from fashionbench.core.runtime import (
+    configure_process,
+    fast_paths,
+    place_model,
+    precision_name,
+    resolve_device,
+    set_determinism,
+)
+from fashionbench.core.schema import PRECISIONS
+from fashionbench.core.splits import prepare
+from fashionbench.stages.download import MIRROR_ENV, download
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_CLASS = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
 # fashionbench's training config for the quickstart's setup: Adam lr 1e-3, cross entropy.
+# Only the keys the optimizer and the step read (a namespace: they read a config's attributes).
 CFG = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "nesterov": False,
-       "loss": "cross_entropy", "l1": 0.0}
+       "loss": "cross_entropy", "l1": 0.0, "label_smoothing": 0.0}
 SEED = 0
 
 # -----------------------------------------------------------------------------
@@ -118,10 +127,10 @@ def quickstart_loop(model, dataset, batch_size, device):
 
 
 def fashionbench_loop(model, data, batch_size, device, precision):
-    """(b) The epoch loop of fashionbench.training.train_seed, cut at `steps` batches."""
+    """(b) The epoch loop of fashionbench.core.engine.train_seed, cut at `steps` batches."""
     configure_process(device)
     model, amp, channels_last = place_model(model, device, precision)
-    cfg = {**CFG, "batch_size": batch_size}
+    cfg = SimpleNamespace(**CFG, batch_size=batch_size)
     optimizer = make_optimizer(cfg, model.parameters())
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
     n, shuffle = len(train_y), torch.Generator().manual_seed(SEED)

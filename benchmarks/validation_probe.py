@@ -1,6 +1,6 @@
 """Validation probe: train one configuration of a model on the real prepared data and print its
 validation accuracy after every epoch, with the training time so far. It prints no test number:
-it is how the runs beyond the seeds chose their hyperparameters (README, "Beyond the seeds").
+it is how the runs beyond the write-ups chose their hyperparameters (docs/results-notebook.md, "Beyond the write-ups").
 
     python benchmarks/validation_probe.py fashion_mnist '{"width": 16, "epochs": 20, "lr": 0.1, ...}'
     python benchmarks/validation_probe.py mnist '{"augment": "crop", "epochs": 8}' --model resnet_fast --seed 1
@@ -16,10 +16,10 @@ import sys
 
 import yaml
 
-from fashionbench.config import PARAMS_FILE, ConfigError, validate
-from fashionbench.cpu import CoreShare, configure_process, fixed_threads
-from fashionbench.preprocess import load_run_data
-from fashionbench.training import resolve_device, train_seed
+from fashionbench.core.config import PARAMS_FILE, ConfigError, validate
+from fashionbench.core.engine import train_seed
+from fashionbench.core.runtime import CoreShare, configure_process, fixed_threads, resolve_device
+from fashionbench.core.splits import load_run_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg.device)
     configure_process(device)
     data = load_run_data(cfg, device)
     if len(data["val_labels"]) == 0:

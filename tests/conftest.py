@@ -54,7 +54,7 @@ def workspace(fake_mirror, tmp_path, monkeypatch):
     """A scratch repo root: params.yaml with two tiny runs, data downloaded and prepared."""
     import yaml
 
-    from fashionbench import download, preprocess
+    from fashionbench.stages import download, preprocess
 
     root = tmp_path / "ws"
     root.mkdir()
@@ -66,8 +66,7 @@ def workspace(fake_mirror, tmp_path, monkeypatch):
         "lenet5_modern-mnist": {"model": "lenet5_modern", "dataset": "mnist", "seeds": [0, 1]},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / "studies").mkdir()
-    shutil.copy(REPO / "studies" / "catalogue.yaml", root / "studies" / "catalogue.yaml")  # the report reads it
+    shutil.copytree(REPO / "lab", root / "lab")  # the report reads the studies' catalogue
     for dataset in params["datasets"]:
         assert download.main([dataset]) == 0
         assert preprocess.main([dataset]) == 0

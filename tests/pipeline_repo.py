@@ -44,11 +44,10 @@ def make_repo(root: Path, params: dict) -> Path:
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (root / "studies").mkdir()
-    for name in ("README.md", "catalogue.yaml"):
-        shutil.copy(REPO / "studies" / name, root / "studies" / name)
-    (root / "tuning").mkdir()  # the report depends on it
-    shutil.copy(REPO / "tuning" / "spaces.yaml", root / "tuning" / "spaces.yaml")
+    shutil.copytree(REPO / "lab", root / "lab")  # the studies' catalogue and the search spaces
+    for results in ("studies", "tuning"):  # the report depends on both folders
+        (root / results).mkdir()
+        shutil.copy(REPO / results / "README.md", root / results / "README.md")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(root, "init", "-q")
     git(root, "config", "user.email", "test@example.com")

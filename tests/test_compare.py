@@ -2,9 +2,10 @@
 import pytest
 import yaml
 
+from fashionbench.lab import compare
+from fashionbench.lab.dvc_experiments import ExperimentsError
+
 from conftest import REPO
-from fashionbench import compare
-from fashionbench.experiments import ExperimentsError
 
 
 def entry(rev: str, runs: dict, params: dict, name: str | None = None, timestamp: str = "") -> dict:

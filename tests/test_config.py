@@ -1,10 +1,13 @@
 import copy
+import json
 
 import pytest
 import yaml
 
+from fashionbench.core.config import ConfigError, load_params, validate
+from fashionbench.core.schema import TRAIN_KEYS
+
 from conftest import REPO, base_params
-from fashionbench.config import TRAIN_KEYS, ConfigError, load_params, validate
 
 
 def test_the_repository_params_file_is_valid():
@@ -13,19 +16,19 @@ def test_the_repository_params_file_is_valid():
 
 
 def test_default_runs_cover_the_zoo_on_fashion_mnist_and_lenets_and_ours_on_mnist():
-    from fashionbench.models import BEYOND_SEEDS, known_models
+    from fashionbench.core.models import BEYOND_WRITEUPS, known_models
 
     runs = load_params(REPO / "params.yaml")["runs"]
-    assert {c["model"] for c in runs.values() if c["dataset"] == "fashion_mnist"} == set(known_models())
-    assert {c["model"] for c in runs.values() if c["dataset"] == "mnist"} == {"lenet5_classic", "lenet5_modern",
-                                                                              *BEYOND_SEEDS}
+    assert {c.model for c in runs.values() if c.dataset == "fashion_mnist"} == set(known_models())
+    assert {c.model for c in runs.values() if c.dataset == "mnist"} == {"lenet5_classic", "lenet5_modern",
+                                                                              *BEYOND_WRITEUPS}
 
 
-def test_the_runs_beyond_the_seeds_train_three_seeds():
-    from fashionbench.models import BEYOND_SEEDS
+def test_the_runs_beyond_the_write_ups_train_three_seeds():
+    from fashionbench.core.models import BEYOND_WRITEUPS
 
     runs = load_params(REPO / "params.yaml")["runs"]
-    assert all(len(c["seeds"]) == 3 for c in runs.values() if c["model"] in BEYOND_SEEDS)
+    assert all(len(c.seeds) == 3 for c in runs.values() if c.model in BEYOND_WRITEUPS)
 
 
 def test_run_entry_overrides_top_level_defaults():
@@ -33,19 +36,19 @@ def test_run_entry_overrides_top_level_defaults():
     params["lr"] = 0.5
     params["runs"]["mlp_64-fashion_mnist"]["epochs"] = 7
     cfg = validate(params)["runs"]["mlp_64-fashion_mnist"]
-    assert (cfg["lr"], cfg["epochs"], cfg["name"]) == (0.5, 7, "mlp_64-fashion_mnist")
+    assert (cfg.lr, cfg.epochs, cfg.name) == (0.5, 7, "mlp_64-fashion_mnist")
 
 
 def test_seeds_default_to_the_single_seed():
     params = base_params()
     params["seed"] = 3
-    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["seeds"] == [3]
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"].seeds == [3]
 
 
 def test_exponent_written_lr_is_read_as_a_number():
     params = yaml.safe_load("lr: 1e-3")  # YAML 1.1 reads this as a string
     merged = base_params() | params
-    assert validate(merged)["runs"]["mlp_64-fashion_mnist"]["lr"] == 0.001
+    assert validate(merged)["runs"]["mlp_64-fashion_mnist"].lr == 0.001
 
 
 def error_for(change) -> str:
@@ -92,6 +95,38 @@ BAD = {
     "blocks on an MLP": (lambda p, r: r.update(blocks=[1, 1]), "runs.mlp_64-fashion_mnist.blocks: model mlp_64 has no 'blocks' option"),
     "patch_stride on an MLP": (lambda p, r: r.update(patch_stride=3), "runs.mlp_64-fashion_mnist.patch_stride: model mlp_64 has no 'patch_stride' option"),
 }
+# What this machine cannot train (core.feasibility): refused by validate, before DVC deletes anything.
+INFEASIBLE = {
+    "a split that leaves no batch": (lambda p, r: p["preprocess"].update(val_fraction=0.9999),
+                                     "preprocess.val_fraction: 0.9999 leaves 6 training images of fashion_mnist, "
+                                     "fewer than one batch (batch_size 64)"),
+    "a run's split that leaves no batch": (lambda p, r: r.update(val_fraction=0.999),
+                                           "runs.mlp_64-fashion_mnist.val_fraction: 0.999 leaves 60 training images"),
+    "a smoke cap under one batch": (lambda p, r: p["preprocess"].update(max_train=50),
+                                    "preprocess.max_train: 50 leaves 45 training images of fashion_mnist"),
+    "an MLP too deep to build": (lambda p, r: r.update(depth=10_000_000),
+                                 "runs.mlp_64-fashion_mnist.depth: 10000000 layers, expected at most 1000"),
+    "an MLP too wide to build": (lambda p, r: r.update(width=2**63),
+                                 "runs.mlp_64-fashion_mnist.width: 9223372036854775808, expected at most 1048576"),
+    "an MLP too large for memory": (lambda p, r: r.update(width=1 << 20, depth=3),
+                                    "runs.mlp_64-fashion_mnist.width: model mlp_64 would have"),
+    "too many residual blocks": (lambda p, r: r.update(model="resnet_fast", blocks=[600, 600]),
+                                 "runs.mlp_64-fashion_mnist.blocks: 1200 residual blocks, expected at most 1000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INFEASIBLE))
+def test_what_this_machine_cannot_train_gives_one_line_naming_the_key(case):
+    change, expected = INFEASIBLE[case]
+    assert expected in error_for(change)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("where", ["default", "run"])
+def test_a_cuda_device_on_a_machine_without_one_is_refused_by_validation(where):
+    change = (lambda p, r: p.update(device="cuda")) if where == "default" else (lambda p, r: r.update(device="cuda:1"))
+    key = "device" if where == "default" else "runs.mlp_64-fashion_mnist.device"
+    assert error_for(change).startswith(f"{key}: ") and "this machine has no CUDA device" in error_for(change)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -104,15 +139,15 @@ def test_resnet_fast_takes_its_blocks_per_stage_and_null_means_the_zoos():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["runs"]["probe"] = {"model": "resnet_fast", "dataset": "mnist", "blocks": [0, 1, 2]}
     runs = validate(params)["runs"]
-    assert runs["probe"]["blocks"] == [0, 1, 2]
-    assert runs["resnet_fast-mnist"]["blocks"] is None
+    assert runs["probe"].blocks == [0, 1, 2]
+    assert runs["resnet_fast-mnist"].blocks is None
 
 
 def test_a_run_keeps_the_prepared_split_unless_it_sets_its_own_val_fraction():
     runs = load_params(REPO / "params.yaml")["runs"]
-    assert runs["fcn_400-fashion_mnist"]["val_fraction"] is None  # seed 003 held out a validation set
-    assert runs["mlp_64-fashion_mnist"]["val_fraction"] == 0       # seed 000 trained on all 60,000
-    assert runs["fcn_400-fashion_mnist"]["split_seed"] == 0
+    assert runs["fcn_400-fashion_mnist"].val_fraction is None  # seed 003 held out a validation set
+    assert runs["mlp_64-fashion_mnist"].val_fraction == 0       # seed 000 trained on all 60,000
+    assert runs["fcn_400-fashion_mnist"].split_seed == 0
 
 
 def test_invalid_yaml_is_reported_with_its_line(tmp_path):
@@ -126,13 +161,20 @@ def test_max_epochs_caps_every_run():
     params = base_params()
     params["max_epochs"] = 2
     params["runs"]["mlp_64-fashion_mnist"]["epochs"] = 40
-    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["epochs"] == 2
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"].epochs == 2
 
 
-def test_every_training_setting_is_a_param_of_the_train_stage():
+def test_every_training_setting_reaches_the_train_stage_in_its_resolved_config(tmp_path, monkeypatch):
     # A key missing there would make `dvc exp run -S key=value` skip the retraining it asks for.
+    from fashionbench.stages import validate as validate_stage
+
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
-    assert set(TRAIN_KEYS) <= set(stage["params"])
+    assert "data/config/${key}.json" in stage["deps"] and "params" not in stage
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_params()))
+    assert validate_stage.main([]) == 0
+    resolved = json.loads((tmp_path / "data" / "config" / "mlp_64-fashion_mnist.json").read_text())
+    assert set(TRAIN_KEYS) <= set(resolved)
 
 
 CROSS_FIELD = {
@@ -157,18 +199,18 @@ def test_cross_field_rules_give_one_line_naming_the_key(case):
 def test_nesterov_with_sgd_and_momentum_is_accepted():
     params = base_params()
     params["runs"]["mlp_64-fashion_mnist"].update(optimizer="sgd", momentum=0.9, nesterov=True)
-    assert validate(params)["runs"]["mlp_64-fashion_mnist"]["nesterov"] is True
+    assert validate(params)["runs"]["mlp_64-fashion_mnist"].nesterov is True
 
 
 def test_val_fraction_zero_is_accepted():
     params = base_params()
     params["preprocess"]["val_fraction"] = 0
-    assert validate(params)["preprocess"]["val_fraction"] == 0
+    assert validate(params)["preprocess"].val_fraction == 0
 
 
 def test_validate_stage_writes_its_output_only_for_a_valid_file(tmp_path, monkeypatch, capsys):
-    from fashionbench.config import main
-    from fashionbench.outputs import VALIDATED_PARAMS
+    from fashionbench.core.paths import VALIDATED_PARAMS
+    from fashionbench.stages.validate import main
 
     monkeypatch.chdir(tmp_path)
     params = base_params()
@@ -180,3 +222,30 @@ def test_validate_stage_writes_its_output_only_for_a_valid_file(tmp_path, monkey
     assert main([]) == 1
     assert capsys.readouterr().err.strip().startswith("error: learning_rate: unknown key")
     assert not VALIDATED_PARAMS.exists()
+
+
+def test_a_config_stored_before_the_fast_options_existed_reads_as_they_were_off():
+    from fashionbench.core.schema import RunConfig
+
+    today = validate(base_params())["runs"]["mlp_64-fashion_mnist"].as_dict()
+    old = {k: v for k, v in today.items() if k not in ("tta", "normalize", "shuffle", "blocks", "split_seed")}
+    assert RunConfig.stored({**old, "tta": False}) == validate(base_params())["runs"]["mlp_64-fashion_mnist"]
+
+
+def test_a_stored_config_that_cannot_be_read_gives_one_line_naming_the_key():
+    from fashionbench.core.schema import RunConfig
+
+    stored = validate(base_params())["runs"]["mlp_64-fashion_mnist"].as_dict() | {"lr": "fast"}
+    with pytest.raises(ConfigError, match=r"^models/x/train.json: config.lr: expected a number, got 'fast'$"):
+        RunConfig.stored(stored, "models/x/train.json: config.")
+
+
+def test_a_runs_own_batch_larger_than_its_split_blames_the_batch():
+    # 90 training images hold a batch of the shared 64, not the run's own 128.
+    assert error_for(lambda p, r: (p["preprocess"].update(max_train=100), r.update(batch_size=128))) == (
+        "runs.mlp_64-fashion_mnist.batch_size: 128 is more than the 90 training images of fashion_mnist it would batch")
+
+
+def test_a_shared_split_too_small_for_any_batch_blames_the_split_not_a_runs_own_batch():
+    assert error_for(lambda p, r: (p["preprocess"].update(val_fraction=0.9999), r.update(batch_size=128))) == (
+        "preprocess.val_fraction: 0.9999 leaves 6 training images of fashion_mnist, fewer than one batch (batch_size 128)")

@@ -5,7 +5,7 @@ import textwrap
 
 import torch
 
-from fashionbench.cpu import CoreShare, available_cores
+from fashionbench.core.runtime import CoreShare, available_cores
 
 
 def hold_a_share(directory) -> subprocess.Popen:
@@ -13,7 +13,7 @@ def hold_a_share(directory) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from fashionbench.cpu import CoreShare
+        from fashionbench.core.runtime import CoreShare
         share = CoreShare(Path({str(directory)!r}))
         print("holding", flush=True)
         sys.stdin.read()
@@ -63,7 +63,7 @@ def test_fashionbench_threads_fixes_the_count(tmp_path, monkeypatch):
 def test_a_bad_fashionbench_threads_is_named(monkeypatch):
     import pytest
 
-    from fashionbench.cpu import fixed_threads
+    from fashionbench.core.runtime import fixed_threads
 
     monkeypatch.setenv("FASHIONBENCH_THREADS", "two")
     with pytest.raises(ValueError, match="FASHIONBENCH_THREADS=two: expected a positive integer"):
@@ -73,7 +73,7 @@ def test_a_bad_fashionbench_threads_is_named(monkeypatch):
 def test_fashionbench_threads_sets_torchs_threads(monkeypatch):
     import torch
 
-    from fashionbench.cpu import apply_fixed_threads
+    from fashionbench.core.runtime import apply_fixed_threads
 
     before = torch.get_num_threads()
     monkeypatch.setenv("FASHIONBENCH_THREADS", "1")
@@ -86,7 +86,7 @@ def test_fashionbench_threads_sets_torchs_threads(monkeypatch):
 def test_unset_fashionbench_threads_leaves_torchs_threads_as_they_were(monkeypatch):
     import torch
 
-    from fashionbench.cpu import apply_fixed_threads
+    from fashionbench.core.runtime import apply_fixed_threads
 
     before = torch.get_num_threads()
     monkeypatch.delenv("FASHIONBENCH_THREADS", raising=False)

@@ -3,9 +3,10 @@ import gzip
 import numpy as np
 import pytest
 
+from fashionbench.core.idx import DataError, load_idx
+from fashionbench.stages import download
+
 from fake_idx import idx_bytes
-from fashionbench import download
-from fashionbench.datasets import DataError, load_idx
 
 
 def test_load_idx_reads_a_gzipped_file(tmp_path):

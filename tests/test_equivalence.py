@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import ToTensor
 
+from fashionbench.core.config import validate
+from fashionbench.core.engine import epoch_order, shuffled, train_epoch, train_seed
+from fashionbench.core.models import build_model
+from fashionbench.core.recipe import make_optimizer
+from fashionbench.core.runtime import place_model, to_input
+
 from conftest import base_params
 from fake_idx import make_images
-from fashionbench.config import validate
-from fashionbench.models import build_model
-from fashionbench.training import (epoch_order, make_optimizer, place_model, shuffled, to_input, train_epoch,
-                                   train_seed)
 
 N, BATCH, EPOCHS, SEED = 200, 64, 2, 0  # 200 = three full batches and one of 8, per epoch
 ATOL = 1e-5
@@ -81,7 +83,7 @@ def reference_loop(model_name: str, make_opt, images, labels, batches) -> dict:
 def fashionbench_loop(cfg: dict, images, labels) -> dict:
     """train_seed's epochs without the evaluation: the same seeded orders as `batch_order`."""
     torch.manual_seed(SEED)
-    model, amp, channels_last = place_model(build_model(cfg["model"]), CPU, cfg["precision"])
+    model, amp, channels_last = place_model(build_model(cfg.model), CPU, cfg.precision)
     optimizer = make_optimizer(cfg, model.parameters())
     shuffle = torch.Generator().manual_seed(SEED)
     model.train()

@@ -130,7 +130,8 @@ def test_server_run_model_loads_with_pyfunc_and_classifies_a_batch(server_logged
     import mlflow
     import torch
 
-    from fashionbench.models import model_from_config
+    from fashionbench.core.models import model_from_config
+    from fashionbench.core.schema import RunConfig
 
     model_uri = f"runs:/{server_logged['run'].info.run_id}/model"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_logged["uri"])  # set_tracking_uri exports it; restored
@@ -146,8 +147,8 @@ def test_server_run_model_loads_with_pyfunc_and_classifies_a_batch(server_logged
     logits = np.asarray(pyfunc.predict(images))
     assert logits.shape == (5, 10)
     trained = server_logged["trained"]
-    net = model_from_config(trained["config"])
-    from fashionbench.outputs import read_tensors
+    net = model_from_config(RunConfig.stored(trained["config"]))
+    from fashionbench.core.files import read_tensors
 
     net.load_state_dict(read_tensors(server_logged["root"] / "models" / RUN / "seed0.safetensors")[0])
     with torch.no_grad():
@@ -237,7 +238,7 @@ def test_processes_racing_on_a_fresh_sqlite_store_all_log_complete_runs(tmp_path
     script = (
         "import sys, time\n"
         "import mlflow, mlflow.entities\n"
-        "from fashionbench.tracking import RunTracker\n"
+        "from fashionbench.tracking.runs import RunTracker\n"
         "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
         "t = RunTracker.start({'name': sys.argv[2], 'dataset': 'mnist', 'model': 'mlp_64', 'lr': 0.1})\n"
         "for step in range(1, 11):\n"
@@ -254,7 +255,7 @@ def test_processes_racing_on_a_fresh_sqlite_store_all_log_complete_runs(tmp_path
 
 
 def test_an_unreachable_server_fails_train_in_seconds_with_one_line_naming_it(pipeline_env, monkeypatch):
-    from fashionbench import download, preprocess
+    from fashionbench.stages import download, preprocess
 
     root = pipeline_env / "ws"
     root.mkdir()
@@ -264,7 +265,7 @@ def test_an_unreachable_server_fails_train_in_seconds_with_one_line_naming_it(pi
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "fashionbench.train", RUN], cwd=root, env=env,
+    result = subprocess.run([sys.executable, "-m", "fashionbench.stages.train", RUN], cwd=root, env=env,
                             capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - started
     assert result.returncode != 0

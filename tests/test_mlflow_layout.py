@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from fashionbench import evaluate, train
+from fashionbench.stages import evaluate, train
 
 SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1] in the workspace fixture
 
@@ -63,14 +63,14 @@ def test_a_run_with_tta_logs_a_model_that_averages_the_views_of_each_image(clien
     import mlflow.pyfunc
     import numpy as np
     import torch
-
     from safetensors.torch import load_file
 
+    from fashionbench.core.config import run_config
+    from fashionbench.core.engine import predict
+    from fashionbench.core.models import model_from_config
+    from fashionbench.core.paths import checkpoint_path
+
     from conftest import set_run
-    from fashionbench.config import run_config
-    from fashionbench.models import model_from_config
-    from fashionbench.outputs import checkpoint_path
-    from fashionbench.training import predict
 
     set_run(workspace, "mlp_64-fashion_mnist", model="resnet_fast", width=4, tta="flip_shift", precision="float32")
     assert train.main(["mlp_64-fashion_mnist"]) == 0
@@ -79,7 +79,7 @@ def test_a_run_with_tta_logs_a_model_that_averages_the_views_of_each_image(clien
     images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     cfg = run_config("mlp_64-fashion_mnist")
     model = model_from_config(cfg)
-    model.load_state_dict(load_file(checkpoint_path(cfg["name"], 0)))
+    model.load_state_dict(load_file(checkpoint_path(cfg.name, 0)))
     expected = predict(model, images, 8, "float32", tta="flip_shift")
     got = served.predict(images.unsqueeze(1).float().numpy() / 255)
     assert np.allclose(got, expected.numpy(), atol=1e-5)

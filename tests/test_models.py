@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fashionbench.models import build_model, known_models, model_options, parameter_count
+from fashionbench.core.models import build_model, known_models, model_options, parameter_count
 
 
 def linear(i, o):
@@ -16,7 +16,7 @@ def conv_bn(cin, cout):
     return cin * cout * 9 + 2 * cout
 
 
-# Parameter counts worked out by hand from DESIGN.md's architectures.
+# Parameter counts worked out by hand from the write-ups' architectures (docs/writeups.md).
 EXPECTED_PARAMETERS = {
     "mlp_512": linear(784, 512) + linear(512, 512) + linear(512, 10),                  # 669,706
     "mlp_64": linear(784, 64) + linear(64, 10),                                        # 50,890
@@ -28,7 +28,7 @@ EXPECTED_PARAMETERS = {
     "lenet5_modern": conv(1, 6, 5) + conv(6, 16, 5) + linear(400, 120) + linear(120, 84) + linear(84, 10),
     "cnn_baseline": conv(1, 32, 3) + conv(32, 64, 3) + linear(2304, 600) + linear(600, 120) + linear(120, 10),  # 1,475,146
     "cnn_dropout": conv(1, 32, 3) + conv(32, 64, 3) + linear(2304, 600) + linear(600, 120) + linear(120, 10),
-    # beyond the seeds, width 32: 3x3 convs without bias, each with batch norm (2 per channel)
+    # beyond the write-ups, width 32: 3x3 convs without bias, each with batch norm (2 per channel)
     "resnet_fast": conv_bn(1, 32) + 2 * conv_bn(32, 32) + conv_bn(32, 64) + 2 * conv_bn(64, 64)
     + conv_bn(64, 128) + 2 * conv_bn(128, 128) + linear(128, 10),                   # 482,154
 }

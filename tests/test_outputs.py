@@ -5,10 +5,13 @@ import stat
 import pytest
 import torch
 
+from fashionbench.core.files import read_tensors, write_json, write_tensors
+from fashionbench.core.models import build_model
+from fashionbench.core.paths import prepared_path
+from fashionbench.core.splits import load_prepared
+from fashionbench.stages import download, preprocess
+
 from conftest import REPO
-from fashionbench import download, preprocess
-from fashionbench.models import build_model
-from fashionbench.outputs import prepared_path, read_tensors, write_json, write_tensors
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -45,5 +48,5 @@ def test_prepared_data_keep_the_raw_files_digest(tmp_path):
     data = {"digest": "abc123", "train_images": torch.zeros(3, 28, 28, dtype=torch.uint8),
             "val_images": torch.zeros(0, 28, 28, dtype=torch.uint8)}
     preprocess.save_prepared(data, tmp_path / "p.safetensors")
-    loaded = preprocess.load_prepared("x", path=tmp_path / "p.safetensors")
+    loaded = load_prepared("x", path=tmp_path / "p.safetensors")
     assert loaded["digest"] == "abc123" and loaded["val_images"].shape == (0, 28, 28)

@@ -9,13 +9,17 @@ from pipeline_repo import generated_data_env, make_repo, mlflow_runs, run, tiny_
 pytestmark = pytest.mark.slow
 
 RUNS = ("mlp_64-fashion_mnist", "lenet5_modern-mnist")
+OWN_LR = {"lenet5_modern-mnist": 0.001}  # a run that sets its own lr, equal to the default
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     mp = generated_data_env(base)
-    root = make_repo(base / "repo", tiny_params())
+    params = tiny_params()
+    for name, lr in OWN_LR.items():
+        params["runs"][name]["lr"] = lr
+    root = make_repo(base / "repo", params)
     first = run(root, "dvc", "repro")
     yield root, first
     mp.undo()
@@ -97,7 +101,7 @@ def test_dvc_plots_draw_one_learning_curve_per_run_with_named_axes_and_splits_in
     assert spec["encoding"]["color"]["field"] == "split"
 
 
-def test_exp_run_with_a_new_lr_is_logged_with_that_lr(repo):
+def test_exp_run_with_a_new_lr_retrains_only_the_runs_without_their_own_lr(repo):
     root, _ = repo
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-q", "-m", "baseline")
@@ -108,11 +112,16 @@ def test_exp_run_with_a_new_lr_is_logged_with_that_lr(repo):
         # then, so the rerun only commits; -v keeps DVC's traceback if it fails again.
         result = run(root, "dvc", "exp", "run", "-v", "-n", "lowlr", "-S", "lr=0.0001")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
-    assert "lowlr" in json.dumps(shown)
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert {f"train@{name}" for name in RUNS} & ran == {"train@mlp_64-fashion_mnist"}
     logged = mlflow_runs(root, dvc_exp_name="lowlr")
-    assert sorted(r.info.run_name for r in logged) == sorted(f"lowlr/{name}" for name in RUNS)
-    assert all(r.data.params["lr"] == "0.0001" for r in logged)
+    assert [r.info.run_name for r in logged] == ["lowlr/mlp_64-fashion_mnist"]
+    assert logged[0].data.params["lr"] == "0.0001"
+    # `dvc exp show` still lists every param, the new lr and the run's own.
+    commit = next(c for c in json.loads(run(root, "dvc", "exp", "show", "--json").stdout) if c["rev"] != "workspace")
+    low = next(e["revs"][0] for e in commit["experiments"] if e["name"] == "lowlr")
+    params = low["data"]["params"]["params.yaml"]["data"]
+    assert params["lr"] == 0.0001 and params["runs"]["lenet5_modern-mnist"]["lr"] == 0.001
 
 
 def test_compare_shows_each_run_across_two_experiments_with_the_seed_and_baseline(repo):

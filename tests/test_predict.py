@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionbench import evaluate, predict, train
-from fashionbench.outputs import evaluation_path
-from fashionbench.preprocess import load_prepared
+from fashionbench import predict
+from fashionbench.core.paths import evaluation_path
+from fashionbench.core.splits import load_prepared
+from fashionbench.stages import evaluate, train
 
 RUN = "mlp_64-fashion_mnist"
 

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashionbench.core.config import validate
+from fashionbench.core.engine import train_seed
+from fashionbench.core.splits import prepare
+from fashionbench.stages.download import download
+
 from conftest import REPO, base_params
-from fashionbench.config import validate
-from fashionbench.download import download
-from fashionbench.preprocess import prepare
-from fashionbench.training import train_seed
 
 MIRROR = Path(os.environ.get("FASHIONBENCH_DATA_MIRROR") or REPO.parent / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (MIRROR / "fashion_mnist").is_dir(), reason=f"no real data at {MIRROR}")

@@ -67,7 +67,7 @@ def test_the_best_version_per_dataset_is_the_champion(registry_repo):
 
 
 def test_a_less_accurate_version_does_not_take_the_alias(registry_repo):
-    from fashionbench import registry
+    from fashionbench.tracking import registry
 
     c = client(registry_repo)
     run_id = c.get_model_version(f"fashionbench-{FASHION}", "2").run_id
@@ -96,7 +96,7 @@ def test_the_served_champion_classifies_a_batch_as_the_model_itself_does(registr
                               cwd=registry_repo, env=venv_env(), stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        from fashionbench.outputs import read_tensors
+        from fashionbench.core.files import read_tensors
 
         tensors, _ = read_tensors(registry_repo / "data" / "prepared" / "fashion_mnist.safetensors")
         images = (tensors["test_images"][:16].numpy()[:, None] / np.float32(255)).astype(np.float32)

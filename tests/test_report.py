@@ -1,8 +1,9 @@
 """The report builder on fixture metrics: seed tables, verdicts, study layouts."""
 import pytest
 
-from fashionbench.reference import verdict
-from fashionbench.report import fast_setup_text, study_figure, study_markdown
+from fashionbench.report.studies import study_figure, study_markdown
+from fashionbench.report.verdicts import verdict
+from fashionbench.report.zoo import fast_setup_text
 
 
 def fixture_optimizer_lr() -> dict:
@@ -47,9 +48,9 @@ def test_seed003_table_cells_are_mean_and_std_in_percent():
 
 def test_seed003_table_sets_the_seeds_numbers_beside_ours():
     text = study_markdown(fixture_optimizer_lr())
-    seed = {r[0]: r[1:] for r in table_after(text, "Seed 003:")[2:]}
+    seed = {r[0]: r[1:] for r in table_after(text, "Write-up 003:")[2:]}
     assert seed["0.1"] == ["21.5 ± 2.5", "9.8 ± 2.3", "88.9 ± 2.5"]
-    diffs = {r[0]: r[1:] for r in table_after(text, "Ours minus the seed's:")[2:]}
+    diffs = {r[0]: r[1:] for r in table_after(text, "Ours minus the write-up's:")[2:]}
     assert diffs["0.001"][1] == "-1.7: reproduced (within ±9.83)"  # 87.9 ± 1.0 (2 seeds) vs 89.6 ± 2.0
 
 
@@ -59,14 +60,14 @@ def test_seed003_heatmap_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("ours, seed, pm, std, seeds, expected", [
-    (88.0, 87.2, 2.1, 0.0, 1, "reproduced (within ±4.20)"),         # one seed: the seed's two stds
+    (88.0, 87.2, 2.1, 0.0, 1, "reproduced (within ±4.20)"),         # one seed: the write-up's two stds
     (84.5, 87.2, 2.1, 0.5, 3, "reproduced (within ±4.38)"),         # sqrt((2 x 2.1)² + (4.303 x 0.5 / sqrt 3)²)
     (87.1, 86.9, None, 0.06, 3, "reproduced (within ±0.30)"),       # no ±: a new run, 4.303 x 0.06 x sqrt(4/3)
-    (86.5, 86.9, None, 0.06, 3, "lower than the seed (beyond ±0.30)"),
+    (86.5, 86.9, None, 0.06, 3, "lower than the write-up (beyond ±0.30)"),
     (87.5, 87.0, None, 0.0, 1, "reproduced (one seed, within 1 point)"),
-    (80.0, 87.0, None, 0.0, 1, "lower than the seed (one seed, beyond 1 point)"),
-    (95.0, 87.0, 2.0, 1.0, 3, "higher than the seed (beyond ±4.71)"),
-    (64.0, 76.9, 3.0, 0.5, 2, "lower than the seed (beyond ±7.50)"),  # seed 003's SGD at 0.001: two seeds of ours
+    (80.0, 87.0, None, 0.0, 1, "lower than the write-up (one seed, beyond 1 point)"),
+    (95.0, 87.0, 2.0, 1.0, 3, "higher than the write-up (beyond ±4.71)"),
+    (64.0, 76.9, 3.0, 0.5, 2, "lower than the write-up (beyond ±7.50)"),  # seed 003's SGD at 0.001: two seeds of ours
     (None, 87.0, None, 0.0, 3, "no result"),
 ])
 def test_verdict_weighs_the_gap_against_both_spreads(ours, seed, pm, std, seeds, expected):
@@ -88,7 +89,7 @@ def fixture_tuning(tmp_path):
 
 
 def test_the_tuning_section_sets_the_best_trial_beside_the_seed_and_the_default(tmp_path):
-    from fashionbench.report import tuning_section
+    from fashionbench.report.tuning import tuning_section
 
     tuning_dir = fixture_tuning(tmp_path)
     cfg = {"model": "fcn_400", "dataset": "fashion_mnist"}
@@ -103,17 +104,16 @@ def test_the_tuning_section_sets_the_best_trial_beside_the_seed_and_the_default(
 
 def test_a_study_of_a_tuned_run_says_what_tuning_found_under_its_table(tmp_path):
     import json
-    import shutil
+
+    from fashionbench.report.studies import studies_section
 
     from conftest import REPO
-    from fashionbench.report import studies_section
 
     tuning_dir = fixture_tuning(tmp_path)
     studies = tmp_path / "studies"
     studies.mkdir()
-    shutil.copy(REPO / "studies" / "catalogue.yaml", studies / "catalogue.yaml")
     (studies / "optimizer_lr.json").write_text(json.dumps(fixture_optimizer_lr()))
-    lines = studies_section(studies, tmp_path / "plots", tuning_dir)
+    lines = studies_section(studies, tmp_path / "plots", tuning_dir, REPO / "lab" / "studies.yaml")
     tuned = [line for line in lines if line.startswith("**Tuned**")]
     assert tuned == ["**Tuned** (`fashionbench tune fcn_400-fashion_mnist`, 3 trials, chosen on validation; see "
                      "*Tuning*): val accuracy 89.62, test 88.66, with lr 0.000867, optimizer adam."]
@@ -128,10 +128,10 @@ def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=(
 
     import yaml
 
-    from fashionbench.config import load_params
+    from fashionbench.core.config import load_params
 
     params = load_params()
-    cfg = params["runs"]["cnn_small-fashion_mnist"]
+    cfg = params["runs"]["cnn_small-fashion_mnist"].as_dict()  # the report reads configs as plain values
     configs = {"cnn_small-fashion_mnist": cfg}
     studies_dir = tmp_path / "studies"
     studies_dir.mkdir()
@@ -154,8 +154,8 @@ def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=(
 
 
 def zoo_lines(tmp_path, **kwargs) -> list[str]:
-    from fashionbench.catalogue import load_studies
-    from fashionbench.report import pooled_seeds, zoo_table
+    from fashionbench.core.catalogue import load_studies
+    from fashionbench.report.zoo import pooled_seeds, zoo_table
 
     configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path, **kwargs)
     pooled = pooled_seeds(configs, evals, studies_dir)
@@ -185,15 +185,15 @@ def test_a_study_stored_before_a_key_existed_trained_as_its_old_behaviour(tmp_pa
 
 def test_a_gap_names_the_study_that_tests_it_and_its_finding(tmp_path):
     lines = zoo_lines(tmp_path, finding="The held-out images cost 0.3 points.")
-    assert zoo_row(lines)[8].startswith("lower than the seed")  # 88.2 ± 0.2 against 90.7
+    assert zoo_row(lines)[8].startswith("lower than the write-up")  # 88.2 ± 0.2 against 90.7
     text = "\n".join(lines)
-    assert "- cnn_small-fashion_mnist, lower than the seed" in text
+    assert "- cnn_small-fashion_mnist, lower than the write-up" in text
     assert "tested by `fashionbench study training_set` (The training set): not run yet." in text
 
 
 def test_a_gap_shows_the_finding_of_the_study_once_it_has_run(tmp_path):
-    from fashionbench.catalogue import load_studies
-    from fashionbench.report import pooled_seeds, zoo_table
+    from fashionbench.core.catalogue import load_studies
+    from fashionbench.report.zoo import pooled_seeds, zoo_table
 
     configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path, finding="The held-out images cost 0.3 points.")
     (studies_dir / "training_set.json").write_text("{}")
@@ -204,14 +204,14 @@ def test_a_gap_shows_the_finding_of_the_study_once_it_has_run(tmp_path):
 
 def test_a_gap_no_study_explains_says_so(tmp_path):
     configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path)
-    from fashionbench.report import pooled_seeds, zoo_table
+    from fashionbench.report.zoo import pooled_seeds, zoo_table
 
     lines = zoo_table(run_metrics, configs, False, pooled_seeds(configs, evals, studies_dir), {}, studies_dir)
-    assert "  no study in studies/catalogue.yaml explains it yet." in lines
+    assert "  no study in lab/studies.yaml explains it yet." in lines
 
 
 def test_a_gap_shows_where_our_test_curve_peaks(tmp_path):
-    from fashionbench.report import pooled_seeds, zoo_table
+    from fashionbench.report.zoo import pooled_seeds, zoo_table
 
     configs, evals, run_metrics, studies_dir = zoo_fixture(tmp_path)
     history = [{"epoch": 1, "test_accuracy": 0.85}, {"epoch": 2, "test_accuracy": 0.885}, {"epoch": 3, "test_accuracy": 0.88}]
@@ -221,7 +221,8 @@ def test_a_gap_shows_where_our_test_curve_peaks(tmp_path):
 
 
 def test_a_fast_runs_setup_names_the_options_it_turns_on_and_no_others():
-    from fashionbench.config import load_params
+    from fashionbench.core.config import load_params
+
     from conftest import REPO
 
     cfg = dict(load_params(REPO / "params.yaml")["runs"]["resnet_fast-mnist"], blocks=[0, 1, 2], epochs=21)

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from fashionbench.core.config import validate
+from fashionbench.core.engine import train_seed
+
 from conftest import base_params
-from fashionbench.config import validate
-from fashionbench.training import train_seed
 
 
 class Interrupted(Exception):
@@ -62,8 +63,9 @@ def test_a_finished_state_is_not_trained_again(tiny_data, tmp_path):
 
 
 def test_a_state_for_another_config_is_discarded(tmp_path, monkeypatch):
-    from fashionbench import train
-    from fashionbench.outputs import resume_dir, write_json
+    from fashionbench.core.files import write_json
+    from fashionbench.core.paths import resume_dir
+    from fashionbench.stages import train
 
     monkeypatch.chdir(tmp_path)
     write_json(resume_dir("r") / "attempt.json", {"fingerprint": "old", "mlflow_run_id": None})
@@ -75,9 +77,9 @@ def test_a_state_for_another_config_is_discarded(tmp_path, monkeypatch):
 
 
 def test_the_fingerprint_changes_with_the_config_and_the_data(tmp_path, monkeypatch, tiny_data):
-    from fashionbench import train
-    from fashionbench.outputs import prepared_path
-    from fashionbench.preprocess import save_prepared
+    from fashionbench.core.paths import prepared_path
+    from fashionbench.core.splits import save_prepared
+    from fashionbench.stages import train
 
     monkeypatch.chdir(tmp_path)
     save_prepared(tiny_data, prepared_path("fashion_mnist"))

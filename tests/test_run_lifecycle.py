@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from fashionbench.core import engine
+from fashionbench.core.paths import resume_dir
+from fashionbench.stages import evaluate, train
+
 from conftest import set_run
-from fashionbench import evaluate, train
-from fashionbench.outputs import resume_dir
 
 RUN = "mlp_64-fashion_mnist"
 SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1]: child runs
@@ -30,7 +32,7 @@ def statuses(uri: str) -> dict[str, str]:
 
 
 def test_an_exception_in_a_seed_ends_the_parent_and_open_child_runs_as_failed(store, monkeypatch):
-    real = train.train_seed
+    real = engine.train_seed
 
     def fail_on_seed_1(cfg, data, seed, *args, **kwargs):
         if seed == 1:
@@ -38,7 +40,7 @@ def test_an_exception_in_a_seed_ends_the_parent_and_open_child_runs_as_failed(st
             raise OSError("disk full")
         return real(cfg, data, seed, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_seed", fail_on_seed_1)
+    monkeypatch.setattr(engine, "train_seed", fail_on_seed_1)
     with pytest.raises(OSError, match="disk full"):
         train.main([SEEDS_RUN])
     assert statuses(store) == {SEEDS_NAME: "FAILED", f"{SEEDS_NAME}/seed0": "FINISHED", f"{SEEDS_NAME}/seed1": "FAILED"}
@@ -73,7 +75,7 @@ def test_an_exception_in_evaluate_ends_the_reopened_run_as_failed(store, monkeyp
 
 
 def start_training(workspace, run: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fashionbench.train", run], cwd=workspace,
+    return subprocess.Popen([sys.executable, "-m", "fashionbench.stages.train", run], cwd=workspace,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -127,8 +129,8 @@ def test_a_run_left_running_by_sigkill_is_marked_killed_by_the_next_start(store,
 
 
 def test_a_running_run_of_a_live_process_is_left_alone(store, workspace, monkeypatch):
-    from fashionbench.config import run_config
-    from fashionbench.tracking import RunTracker, end_stale_runs
+    from fashionbench.core.config import run_config
+    from fashionbench.tracking.runs import RunTracker, end_stale_runs
 
     cfg = run_config(RUN)
     live = RunTracker.start(cfg)  # held by this (live) process
@@ -137,7 +139,7 @@ def test_a_running_run_of_a_live_process_is_left_alone(store, workspace, monkeyp
 
 
 def test_a_reused_pid_does_not_keep_a_stale_run_alive():
-    from fashionbench.tracking import holder_alive, holder_tags
+    from fashionbench.tracking.holders import holder_alive, holder_tags
 
     tags = holder_tags()
     assert holder_alive(tags)

@@ -1,7 +1,7 @@
 """A run's own training set (params `val_fraction`), cut from the prepared split."""
 import torch
 
-from fashionbench.preprocess import run_splits, split_train_val
+from fashionbench.core.splits import run_splits, split_train_val
 
 
 def prepared(n_train=90, n_val=10, n_test=5):

@@ -4,14 +4,24 @@ import json
 import pytest
 import yaml
 
+from fashionbench.core.files import read_json
+from fashionbench.core.paths import (
+    checkpoint_path,
+    confusion_path,
+    evaluation_path,
+    figures_dir,
+    history_path,
+    metrics_path,
+    train_summary_path,
+)
+from fashionbench.core.splits import load_prepared
+from fashionbench.stages import evaluate, preprocess, report, train
+
 from conftest import set_run
-from fashionbench import evaluate, preprocess, report, train
-from fashionbench.outputs import (checkpoint_path, confusion_path, evaluation_path, figures_dir, history_path,
-                                  metrics_path, read_json, train_summary_path)
 
 
 def test_preprocess_splits_train_into_train_and_validation(workspace):
-    data = preprocess.load_prepared("fashion_mnist")
+    data = load_prepared("fashion_mnist")
     assert len(data["train_labels"]) + len(data["val_labels"]) == 200
     assert len(data["val_labels"]) == 20  # val_fraction 0.1
     assert data["train_images"].dtype.is_floating_point is False and data["train_images"].shape[1:] == (28, 28)
@@ -22,7 +32,7 @@ def test_preprocess_smoke_size_keeps_the_first_images(workspace):
     params["preprocess"].update(max_train=50, max_test=30)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     assert preprocess.main(["mnist"]) == 0
-    data = preprocess.load_prepared("mnist")
+    data = load_prepared("mnist")
     assert len(data["train_labels"]) + len(data["val_labels"]) == 50 and len(data["test_labels"]) == 30
 
 
@@ -108,14 +118,14 @@ def test_report_puts_the_seed_number_beside_ours(workspace):
     assert "Smoke settings" not in text
 
 
-def test_report_sets_a_model_beyond_the_seeds_in_its_own_section_beside_the_best_seed(workspace):
+def test_report_sets_a_model_beyond_the_write_ups_in_its_own_section_beside_the_best_seed(workspace):
     run = "resnet_fast-mnist"
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["runs"][run] = {"model": "resnet_fast", "dataset": "mnist", "width": 4, "augment": "crop", "ema": 0.9}
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     assert train.main([run, "--no-mlflow"]) == 0 and evaluate.main([run]) == 0
     assert report.main([]) == 0
-    zoo, beyond = (workspace / "plots" / "report.md").read_text().split("## Beyond the seeds")
+    zoo, beyond = (workspace / "plots" / "report.md").read_text().split("## Beyond the write-ups")
     assert f"| {run}" not in zoo
     row = next(line for line in beyond.splitlines() if line.startswith(f"| {run}"))
     ours = 100 * read_json(metrics_path(run))["test_accuracy"]
@@ -164,7 +174,7 @@ def test_val_fraction_zero_trains_on_every_image_with_no_validation_curves(works
     params["preprocess"]["val_fraction"] = 0
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     assert preprocess.main(["fashion_mnist"]) == 0
-    assert len(preprocess.load_prepared("fashion_mnist")["train_labels"]) == 200
+    assert len(load_prepared("fashion_mnist")["train_labels"]) == 200
     run = "mlp_64-fashion_mnist"
     assert train.main([run, "--no-mlflow"]) == 0
     header = history_path(run).read_text().splitlines()[0]
@@ -184,7 +194,7 @@ def test_evaluate_rebuilds_the_model_train_json_records_not_todays_params(worksp
 
 
 def test_a_successful_training_leaves_no_resume_state(workspace):
-    from fashionbench.outputs import resume_dir
+    from fashionbench.core.paths import resume_dir
 
     run = "mlp_64-fashion_mnist"
     assert train.main([run, "--no-mlflow"]) == 0

@@ -33,7 +33,7 @@ def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypat
 
 
 def test_a_study_past_its_deadline_stops_its_experiments_and_fails(monkeypatch):
-    from fashionbench import study
+    from fashionbench.lab import study
 
     monkeypatch.setattr(study, "shown_experiments", lambda baseline: {
         "s-a": {"state": "running", "rev": "r1", "metrics": {}},
@@ -47,7 +47,7 @@ def test_a_study_past_its_deadline_stops_its_experiments_and_fails(monkeypatch):
 
 
 def test_queued_experiments_with_no_running_worker_get_workers_started_again(monkeypatch):
-    from fashionbench import study
+    from fashionbench.lab import study
 
     polls = iter([{"s-a": {"state": "queued", "rev": "r", "metrics": {}}},
                   {"s-a": {"state": "success", "rev": "r", "metrics": {}}}])
@@ -59,7 +59,7 @@ def test_queued_experiments_with_no_running_worker_get_workers_started_again(mon
 
 
 def test_a_study_whose_report_fails_exits_non_zero_with_one_line(monkeypatch, capsys):
-    from fashionbench import study
+    from fashionbench.lab import study
 
     monkeypatch.setattr(study, "run_study", lambda *args: {"study": "dropout"})
 
@@ -73,7 +73,7 @@ def test_a_study_whose_report_fails_exits_non_zero_with_one_line(monkeypatch, ca
 
 
 def test_experiments_are_read_from_dvc_exp_show_json():
-    from fashionbench.experiments import experiments_of
+    from fashionbench.lab.dvc_experiments import experiments_of
 
     commit = {"rev": "base", "name": "main", "experiments": [
         {"name": "s-a", "executor": {"state": "success"}, "revs": [
@@ -86,7 +86,7 @@ def test_experiments_are_read_from_dvc_exp_show_json():
 
 
 def test_null_and_boolean_grid_values_are_written_as_dvc_reads_them():
-    from fashionbench import study
+    from fashionbench.lab import study
 
     sets = study.overrides(["r"], {"ema": None, "nesterov": True, "lr": 0.1}, [0], [])
     assert sets == ["++runs.r.ema=null", "++runs.r.nesterov=true", "++runs.r.lr=0.1", "++runs.r.seeds=[0]"]
@@ -97,16 +97,16 @@ def test_null_and_boolean_grid_values_are_written_as_dvc_reads_them():
     ({"lr": [0.1]}, [0, 0], "runs.lenet5_modern-mnist.seeds"),
 ])
 def test_a_cell_that_params_yaml_would_reject_fails_before_anything_is_queued(workspace, grid, seeds, message):
-    from fashionbench import study
-    from fashionbench.catalogue import Study
+    from fashionbench.core.catalogue import Study
+    from fashionbench.lab import study
 
     with pytest.raises(study.StudyError, match=message):
         study.check_cells("s", Study("t", ("lenet5_modern-mnist",), grid), grid, seeds)
 
 
 def test_every_cell_keeps_the_run_settings_it_trains(workspace):
-    from fashionbench import study
-    from fashionbench.catalogue import Study
+    from fashionbench.core.catalogue import Study
+    from fashionbench.lab import study
 
     grid = {"lr": [0.1, 0.01]}
     configs = study.check_cells("s", Study("t", ("lenet5_modern-mnist",), grid), grid, [1, 2], ["max_epochs=1"])
@@ -116,8 +116,8 @@ def test_every_cell_keeps_the_run_settings_it_trains(workspace):
 
 
 def test_a_study_of_a_run_params_yaml_lacks_is_named(workspace):
-    from fashionbench import study
-    from fashionbench.catalogue import Study
+    from fashionbench.core.catalogue import Study
+    from fashionbench.lab import study
 
-    with pytest.raises(study.StudyError, match=r"catalogue.yaml: s.runs: nope-mnist is not a run of params.yaml"):
+    with pytest.raises(study.StudyError, match=r"lab/studies.yaml: s.runs: nope-mnist is not a run of params.yaml"):
         study.check_cells("s", Study("t", ("nope-mnist",), {}), {}, [0])

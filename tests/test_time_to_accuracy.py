@@ -6,8 +6,9 @@ import sys
 import pytest
 import torch
 
+from fashionbench.stages import train
+
 from conftest import REPO, set_run
-from fashionbench import train
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports its sibling train_speed
 spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO / "benchmarks" / "time_to_accuracy.py")

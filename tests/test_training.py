@@ -7,12 +7,15 @@ import time
 import pytest
 import torch
 
+from fashionbench.core import engine as training
+from fashionbench.core import runtime
+from fashionbench.core.config import validate
+from fashionbench.core.engine import predict, train_seed, train_step
+from fashionbench.core.models import build_model
+from fashionbench.core.recipe import compute_loss, make_optimizer
+from fashionbench.core.runtime import eval_batch_size, fast_paths, to_input
+
 from conftest import base_params
-from fashionbench.config import validate
-from fashionbench.models import build_model
-from fashionbench import training
-from fashionbench.training import (compute_loss, eval_batch_size, fast_paths, make_optimizer, predict, to_input,
-                                   train_seed, train_step)
 
 
 def config(**overrides) -> dict:
@@ -29,10 +32,10 @@ def test_a_few_optimizer_steps_lower_the_loss(tiny_data, optimizer, lr, momentum
     model = build_model("mlp_64")
     opt = make_optimizer(cfg, model.parameters())
     x, y = to_input(tiny_data["train_images"][:64]), tiny_data["train_labels"][:64]
-    before = compute_loss(cfg["loss"], model(x), y).item()
+    before = compute_loss(cfg.loss, model(x), y).item()
     for _ in range(10):
         train_step(model, opt, x, y, cfg)
-    assert compute_loss(cfg["loss"], model(x), y).item() < before
+    assert compute_loss(cfg.loss, model(x), y).item() < before
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll", "mse", "bce"])
@@ -148,14 +151,14 @@ def test_predictions_do_not_depend_on_the_evaluation_batch_size(tiny_data, model
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_puts_only_convolutions_in_bf16_and_only_on_bf16_hardware(monkeypatch, native):
-    monkeypatch.setattr(training, "bf16_native", lambda device: native)
+    monkeypatch.setattr(runtime, "bf16_native", lambda device: native)
     cpu = torch.device("cpu")
     assert fast_paths(build_model("cnn_small"), cpu, "auto") == (native, True)
     assert fast_paths(build_model("mlp_512"), cpu, "auto") == (False, False)
 
 
 def test_precision_float32_and_bf16_hold_on_any_hardware(monkeypatch):
-    monkeypatch.setattr(training, "bf16_native", lambda device: True)
+    monkeypatch.setattr(runtime, "bf16_native", lambda device: True)
     cpu = torch.device("cpu")
     assert fast_paths(build_model("cnn_small"), cpu, "float32") == (False, True)
     assert fast_paths(build_model("mlp_512"), cpu, "bf16") == (True, False)
@@ -183,7 +186,7 @@ def test_flush_denormals_reaches_openmp_threads_started_before_it():
     # on any thread that still has gradual underflow (each thread multiplies its own chunk).
     script = textwrap.dedent("""
         import torch
-        from fashionbench.cpu import flush_denormals
+        from fashionbench.core.runtime import flush_denormals
         torch.set_num_threads(2)
         torch.ones(1 << 20).mul(2.0)
         assert flush_denormals()

@@ -1,14 +1,22 @@
-"""Beyond the seeds: the fast-training options (resnet_fast's), each off by default."""
+"""Beyond the write-ups: the fast-training options (resnet_fast's), each off by default."""
 import math
 
 import pytest
 import torch
 
+from fashionbench.core.config import ConfigError, validate
+from fashionbench.core.engine import predict, train_seed
+from fashionbench.core.models import Standardize, build_model, model_from_config
+from fashionbench.core.recipe import (
+    augment_batch,
+    augmentation_draws,
+    compute_loss,
+    make_ema,
+    make_optimizer,
+    make_scheduler,
+)
+
 from conftest import base_params
-from fashionbench.config import ConfigError, validate
-from fashionbench.models import Standardize, build_model, model_from_config
-from fashionbench.training import (augment_batch, augmentation_draws, compute_loss, make_ema, make_optimizer,
-                                   make_scheduler, predict, train_seed)
 
 RUN = "mlp_64-fashion_mnist"
 
@@ -31,8 +39,8 @@ def augmented(images: torch.Tensor, cfg: dict, seed: int = 0) -> torch.Tensor:
 
 def test_every_option_is_off_by_default():
     cfg = config()
-    assert (cfg["normalize"], cfg["augment"], cfg["random_erasing"], cfg["label_smoothing"], cfg["lr_schedule"],
-            cfg["warmup_epochs"], cfg["ema"], cfg["tta"]) == ("none", "none", 0.0, 0.0, "constant", 0, None, "none")
+    assert (cfg.normalize, cfg.augment, cfg.random_erasing, cfg.label_smoothing, cfg.lr_schedule,
+            cfg.warmup_epochs, cfg.ema, cfg.tta) == ("none", "none", 0.0, 0.0, "constant", 0, None, "none")
 
 
 def test_a_crop_is_a_window_of_the_image_padded_by_two():
@@ -79,7 +87,7 @@ def test_flips_are_refused_for_digits_with_one_line():
         with pytest.raises(ConfigError, match=rf"^runs.mlp_64-fashion_mnist.tta: {mode} mirrors images, which is wrong "
                                               "for mnist .*; use shift or none$"):
             config(dataset="mnist", tta=mode)
-    assert config(dataset="mnist", augment="crop", tta="shift")["tta"] == "shift"
+    assert config(dataset="mnist", augment="crop", tta="shift").tta == "shift"
 
 
 def test_tta_is_one_of_its_modes():
@@ -99,7 +107,7 @@ def scheduled_lrs(cfg: dict, steps_per_epoch: int) -> list[float]:
     optimizer = make_optimizer(cfg, build_model("mlp_64").parameters())
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     lrs = []
-    for _ in range(cfg["epochs"] * steps_per_epoch):
+    for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -161,7 +169,7 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror():
 
 
 def test_a_shifted_view_moves_every_pixel_one_place_and_fills_with_background():
-    from fashionbench.models import view
+    from fashionbench.core.models import view
 
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 3] = 1.0
@@ -174,7 +182,7 @@ def test_a_shifted_view_moves_every_pixel_one_place_and_fills_with_background():
 
 
 def test_flip_shift_tta_weighs_the_image_and_its_mirror_as_its_four_diagonal_translations():
-    from fashionbench.models import tta_views, view
+    from fashionbench.core.models import tta_views, view
 
     assert tta_views("flip_shift") == [(0, 0, False, 0.25), (0, 0, True, 0.25), (-1, -1, False, 0.125),
                                        (-1, -1, True, 0.125), (1, 1, False, 0.125), (1, 1, True, 0.125)]

@@ -10,16 +10,18 @@ import yaml
 
 RUN = "mlp_64-fashion_mnist"
 
-# The session as `python -m fashionbench.tune` runs it, with a 2 s grace and a search that opens a
+# The session as `python -m fashionbench.lab.tune` runs it, with a 2 s grace and a search that opens a
 # trial's run and then drops every KeyboardInterrupt, as one raised inside a finalizer is dropped.
 SESSION = f"""
 import sys, time
 from pathlib import Path
-from fashionbench import tune
-from fashionbench.tracking import RunTracker
+from fashionbench.core.config import PARAMS_FILE
+from fashionbench.lab.tune import session
+from fashionbench.lab.tune.space import read_yaml, with_keys
+from fashionbench.tracking.runs import RunTracker
 
 def search_that_drops_ctrl_c(search, address, storage, parent_run_id):
-    RunTracker.start(tune.with_keys(tune.read_yaml(tune.PARAMS_FILE, "params.yaml"), search.run, {{}}),
+    RunTracker.start(with_keys(read_yaml(PARAMS_FILE, "params.yaml"), search.run, {{}}),
                      parent_run_id=parent_run_id, name="tune/trial")
     while True:
         try:
@@ -28,9 +30,9 @@ def search_that_drops_ctrl_c(search, address, storage, parent_run_id):
         except KeyboardInterrupt:
             pass
 
-tune.INTERRUPT_GRACE_S = 2
-tune.run_search = search_that_drops_ctrl_c
-sys.exit(tune.main(["{RUN}"]))
+session.INTERRUPT_GRACE_S = 2
+session.run_search = search_that_drops_ctrl_c
+sys.exit(session.main(["{RUN}"]))
 """
 
 
@@ -39,7 +41,7 @@ def test_ctrl_c_ends_a_session_whose_search_drops_the_interrupt_after_the_grace(
     from mlflow import MlflowClient
 
     (workspace / "tuning").mkdir()
-    (workspace / "tuning" / "spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
+    (workspace / "lab" / "search_spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
     proc = subprocess.Popen([sys.executable, "-c", SESSION], cwd=workspace, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -61,7 +63,7 @@ def test_ctrl_c_ends_a_session_whose_search_drops_the_interrupt_after_the_grace(
 
 
 def test_the_watchdog_gives_ctrl_c_back_to_the_handler_before_it():
-    from fashionbench.tune import InterruptWatchdog
+    from fashionbench.lab.tune.watchdog import InterruptWatchdog
 
     before = signal.getsignal(signal.SIGINT)
     with InterruptWatchdog("run", None, grace_s=60) as watchdog:
@@ -72,7 +74,7 @@ def test_the_watchdog_gives_ctrl_c_back_to_the_handler_before_it():
 def test_the_watchdog_outside_the_main_thread_leaves_signals_alone():
     import threading
 
-    from fashionbench.tune import InterruptWatchdog
+    from fashionbench.lab.tune.watchdog import InterruptWatchdog
 
     before, errors = signal.getsignal(signal.SIGINT), []
 

@@ -1,10 +1,12 @@
-"""tuning/spaces.yaml: the search spaces of `fashionbench tune`, validated like params.yaml (no Ray needed)."""
+"""lab/search_spaces.yaml: the search spaces of `fashionbench tune`, validated like params.yaml (no Ray needed)."""
 import pytest
 import yaml
 
+from fashionbench.lab.grid import override_value
+from fashionbench.lab.tune.space import Search, TuneError, load_search, ray_space, reproduce_command, search_algorithm
+from fashionbench.lab.tune.trials import best_trial
+
 from conftest import REPO
-from fashionbench.tune import (Search, TuneError, best_trial, load_search, override_value, ray_space,
-                               reproduce_command, search_algorithm)
 
 RUN = "mlp_64-fashion_mnist"
 
@@ -25,7 +27,7 @@ def load(tmp_path, run=RUN, **entry) -> Search:
 
 
 def test_the_repository_spaces_file_is_valid():
-    search = load_search("fcn_400-fashion_mnist", REPO / "tuning" / "spaces.yaml", REPO / "params.yaml")
+    search = load_search("fcn_400-fashion_mnist", REPO / "lab" / "search_spaces.yaml", REPO / "params.yaml")
     assert search.trials >= 32 and search.metric == "val_accuracy" and search.scheduler == "asha"
 
 
@@ -114,10 +116,10 @@ def test_the_best_trial_is_chosen_on_validation_among_trials_that_trained_every_
 
 
 def test_a_cluster_with_a_local_sqlite_store_is_refused_in_one_line(workspace, store, capsys):
-    from fashionbench import tune
+    from fashionbench.lab.tune import session as tune
 
     (workspace / "tuning").mkdir()
-    (workspace / "tuning" / "spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
+    (workspace / "lab" / "search_spaces.yaml").write_text(yaml.safe_dump({RUN: {"space": {"lr": {"loguniform": [0.001, 0.1]}}}}))
     assert tune.main([RUN, "--address", "127.0.0.1:6379"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: MLFLOW_TRACKING_URI: --address 127.0.0.1:6379 needs a tracking server")

@@ -45,7 +45,7 @@ tta_spec.loader.exec_module(tta_probe)
 
 
 def test_the_tta_probe_scores_every_mode_on_validation_with_the_pipelines_checkpoints(workspace, capsys):
-    from fashionbench import train
+    from fashionbench.stages import train
 
     assert train.main(["lenet5_modern-mnist", "--no-mlflow"]) == 0  # two seeds
     capsys.readouterr()  # training's own summary line

@@ -1,14 +1,15 @@
 """`fashionbench` command: `compare` (DVC experiments side by side), `study` (the seeds' studies as
-DVC experiments) and `predict` (image files)."""
+DVC experiments) and `predict` (image files).
+"""
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
-    "compare": "fashionbench.compare",
-    "study": "fashionbench.study",
+    "compare": "fashionbench.lab.compare",
+    "study": "fashionbench.lab.study",
     "predict": "fashionbench.predict",
-    "tune": "fashionbench.tune",
+    "tune": "fashionbench.lab.tune.session",
 }
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
               "       fashionbench study [--list] <name> [options]\n"
               "       fashionbench predict PATH... [--run NAME | --model-uri URI] [--json]\n"
               "       fashionbench tune <run> [--address HOST:PORT] [--trials N]\n"
-              "  the pipeline itself runs with `dvc repro`; see README.md")
+              "  the pipeline itself runs with `dvc repro`; see README.md and docs/")
         return 0
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}, expected one of: {', '.join(COMMANDS)}", file=sys.stderr)

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fashionbench.datasets import CLASS_NAMES, DataError, known_datasets, parse_idx, read_idx_bytes
-from fashionbench.outputs import METRICS_DIR, evaluation_path, read_json
+from fashionbench.core.files import read_json
+from fashionbench.core.idx import CLASS_NAMES, DataError, known_datasets, parse_idx, read_idx_bytes
+from fashionbench.core.paths import METRICS_DIR, evaluation_path
 
 # How big the object is drawn in the 28x28 frame, as each dataset was made: Fashion-MNIST
 # resized each product's longest edge to 28; MNIST fitted each digit into a 20x20 box.
 OBJECT_SIZE = {"fashion_mnist": 28, "mnist": 20}
+
+
 IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
 
 
@@ -134,18 +137,21 @@ def local_model(run: str):
     """(predict function uint8 (N, 28, 28) -> logits, dataset) of a trained run's first seed."""
     import torch
 
-    from fashionbench.evaluate import load_checkpoint
-    from fashionbench.outputs import train_summary_path
-    from fashionbench.training import predict
+    from fashionbench.core.engine import predict
+    from fashionbench.core.evaluation import load_checkpoint
+    from fashionbench.core.paths import train_summary_path
+    from fashionbench.core.schema import ConfigError, RunConfig
 
     summary = train_summary_path(run)
     if not summary.is_file():
         raise PredictError(f"--run {run}: not trained ({summary} not found); runs trained here: "
                            f"{', '.join(sorted(p.parent.name for p in summary.parent.parent.glob('*/train.json'))) or 'none'}")
-    cfg = read_json(summary)["config"]
-    model = load_checkpoint(cfg, cfg["seeds"][0], torch.device("cpu"))
-    tta = cfg.get("tta", "none")  # as evaluate predicted (predict reads a legacy true as flip)
-    return (lambda images: predict(model, torch.from_numpy(images), 256, cfg["precision"], tta).numpy()), cfg["dataset"]
+    try:
+        cfg = RunConfig.stored(read_json(summary)["config"], f"{summary}: config.")
+    except ConfigError as exc:
+        raise PredictError(str(exc)) from None
+    model = load_checkpoint(cfg, cfg.seeds[0], torch.device("cpu"))
+    return (lambda images: predict(model, torch.from_numpy(images), 256, cfg.precision, cfg.tta).numpy()), cfg.dataset
 
 
 def mlflow_model(uri: str):
@@ -154,7 +160,7 @@ def mlflow_model(uri: str):
 
     import mlflow.pyfunc
 
-    from fashionbench.tracking import tracking_uri
+    from fashionbench.tracking.store import tracking_uri
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (store setup) are not ours to print
     mlflow.set_tracking_uri(tracking_uri())

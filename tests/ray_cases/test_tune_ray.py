@@ -12,9 +12,10 @@ import time
 import pytest
 import yaml
 
+from fashionbench.lab.tune.watchdog import INTERRUPT_GRACE_S
+
 from pipeline_repo import BIN, fcn_400_study_repo, make_repo, run, tiny_params
 from servers import mlflow_server
-from fashionbench.tune import INTERRUPT_GRACE_S
 
 RUN = "mlp_64-fashion_mnist"
 pytestmark = pytest.mark.slow
@@ -27,15 +28,15 @@ def set_run(root, name: str, **entry) -> None:
 
 
 def tune_space(root, run: str, **entry) -> None:
-    """A search for `run` in the workspace's tuning/spaces.yaml."""
+    """A search for `run` in the workspace's lab/search_spaces.yaml."""
     (root / "tuning").mkdir(exist_ok=True)
     search = {"trials": 4, "metric": "val_accuracy", "scheduler": "none", "concurrent": 2, "cpus_per_trial": 1,
               "space": {"lr": {"loguniform": [0.001, 0.1]}}, **entry}
-    (root / "tuning" / "spaces.yaml").write_text(yaml.safe_dump({run: search}))
+    (root / "lab" / "search_spaces.yaml").write_text(yaml.safe_dump({run: search}))
 
 
 def tune(root, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "python"), "-m", "fashionbench.tune", RUN, *args], cwd=root,
+    return subprocess.run([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, *args], cwd=root,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
@@ -134,7 +135,7 @@ class TestOnOneSharedCluster:
 def test_a_worker_node_killed_mid_trial_gets_the_trial_retried_elsewhere(workspace, ray_cluster, server):
     set_run(workspace, RUN, model="resnet_fast", width=4, epochs=30)
     tune_space(workspace, RUN, trials=2, concurrent=2)
-    proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.tune", RUN, "--address", ray_cluster["address"]],
+    proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, "--address", ray_cluster["address"]],
                             cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         client, deadline = client_of(server), time.monotonic() + 300
@@ -161,7 +162,7 @@ def test_a_worker_node_killed_mid_trial_gets_the_trial_retried_elsewhere(workspa
 def test_ctrl_c_ends_the_session_with_every_mlflow_run_ended(workspace, ray_cluster, server):
     set_run(workspace, RUN, model="resnet_fast", width=4, epochs=2000)  # far longer than the test: Ctrl-C comes mid-trial
     tune_space(workspace, RUN, trials=4, concurrent=2)
-    proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.tune", RUN, "--address", ray_cluster["address"]],
+    proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, "--address", ray_cluster["address"]],
                             cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         client, deadline = client_of(server), time.monotonic() + 300
