@@ -1,9 +1,15 @@
-# `make repro`: set up .venv and run the whole pipeline; `make test`: set up and run the tests.
+# `make repro`: set up .venv and run the whole pipeline; `make test`: set up and run the tests;
+# `make test-fast`: the same without the end-to-end tests (the edit loop).
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup repro test
+# pytest-xdist workers: the two Ray halves mostly wait on Ray, so 4 workers keep 2 cores busy
+# (docs/tests.md has the times). Modules stay whole on one worker: their shared repositories are built once.
+TEST_WORKERS ?= 4
+XDIST = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
+.PHONY: setup repro test test-fast
 
 setup: $(VENV)/.installed
 
@@ -20,4 +26,7 @@ repro: setup
 	@$(BIN)/python -m fashionbench.tracking
 
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST)
+
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) -m "not slow"

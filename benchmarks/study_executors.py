@@ -8,11 +8,15 @@ taken. Writes a Markdown table with the machine to --output.
 
     python benchmarks/study_executors.py                  # ~10 min on 2 CPU cores with --epochs 5
     python benchmarks/study_executors.py --epochs 2 --output /tmp/executors.md
+    # the 4-cell study of docs/training.md, queue only:
+    python benchmarks/study_executors.py --epochs 3 --grid optimizer=sgd,adam --grid lr=0.1,0.01 \
+        --executors "DVC queue, -j 1" "DVC queue, -j 2" --output /tmp/jobs.md
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="max_epochs for every cell (default %(default)s)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "STUDY_EXECUTORS.md")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="replace one axis of the study's grid (fashionbench study --grid)")
+    parser.add_argument("--executors", nargs="+", choices=list(EXECUTORS), default=list(EXECUTORS))
     args = parser.parse_args(argv)
+    grid = [option for axis in args.grid for option in ("--grid", axis)]
 
     info = machine(torch.device("cpu"))
     rows = []
@@ -51,18 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         sh(REPO, "git", "clone", "-q", str(REPO), str(clone))
         sh(clone, "dvc", "repro", "preprocess@fashion_mnist")
         sh(clone, "git", "commit", "-qam", "prepared", "--allow-empty")
-        for name, options in EXECUTORS.items():
+        for name in args.executors:
+            # Each executor trains: without this, DVC's run cache restores the cells an earlier
+            # executor trained with the same params instead of training them.
+            shutil.rmtree(clone / ".dvc" / "cache" / "runs", ignore_errors=True)
             start = time.perf_counter()
             sh(clone, str(BIN / "fashionbench"), "study", "optimizer_lr", "--seeds", "0",
-               "-S", f"max_epochs={args.epochs}", *options)
+               "-S", f"max_epochs={args.epochs}", *grid, *EXECUTORS[name])
             rows.append((name, time.perf_counter() - start))
             print(f"{name}: {rows[-1][1]:.0f} s", flush=True)
     reference = rows[0][1]
     lines = ["# Study executors: the seed-003 optimizer x lr grid", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- command: python benchmarks/study_executors.py {' '.join(argv if argv is not None else sys.argv[1:])}",
-              f"- workload: `fashionbench study optimizer_lr --seeds 0 -S max_epochs={args.epochs}` (9 cells of "
-              "fcn_400, each trained and evaluated, then the report), in a scratch clone", "",
+              f"- workload: `fashionbench study optimizer_lr --seeds 0 -S max_epochs={args.epochs} {' '.join(grid)}` "
+              "(cells of fcn_400, each trained and evaluated, then the report), in a scratch clone", "",
               "| executor | wall time | relative to DVC queue -j 1 |", "|---|---:|---:|"]
     lines += [f"| {name} | {seconds:.0f} s | {reference / seconds:.2f}x |" for name, seconds in rows]
     text = "\n".join(lines) + "\n"

@@ -14,11 +14,12 @@ import argparse
 import json
 import sys
 
+import torch
 import yaml
 
 from fashionbench.core.config import PARAMS_FILE, ConfigError, validate
 from fashionbench.core.engine import train_seed
-from fashionbench.core.runtime import CoreShare, configure_process, fixed_threads, resolve_device
+from fashionbench.core.runtime import configure_process, resolve_device, training_threads
 from fashionbench.core.splits import load_run_data
 
 
@@ -33,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load(PARAMS_FILE.read_text())
     params["runs"] = {"probe": {"model": args.model, "dataset": args.dataset, **args.entry}}
     try:
-        fixed_threads()
+        threads = training_threads()
         cfg = validate(params)["runs"]["probe"]
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = resolve_device(cfg.device)
+    torch.set_num_threads(threads)  # as `train` takes them: fixed for the run (FASHIONBENCH_THREADS=1 for two probes side by side)
     configure_process(device)
     data = load_run_data(cfg, device)
     if len(data["val_labels"]) == 0:
@@ -49,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epoch {row['epoch']:3d}  training {row['seconds']:7.1f} s  train accuracy {row['train_accuracy']:.4f}"
               f"  val accuracy {row['val_accuracy']:.4f}", flush=True)
 
-    # Its share of the cores, as `train` takes: two probes side by side, each spinning a thread per
-    # core, ran 12x slower here, not 2x.
-    with CoreShare() as share:
-        result = train_seed(cfg, data, args.seed, device, on_epoch=show, progress=False,
-                            on_epoch_start=share.update if device.type == "cpu" else None)
+    result = train_seed(cfg, data, args.seed, device, on_epoch=show, progress=False)
     print(f"{json.dumps(args.entry)}: val accuracy {result['history'][-1]['val_accuracy']:.4f} after "
           f"{result['seconds']:.1f} s of training")
     return 0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_idx import write_mirror  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One thread per training in every test and every process a test starts: the suite runs on
+# several pytest-xdist workers at once, and trainings that each take every core spin against
+# each other. Tests of the default (every core) unset it themselves.
+os.environ.setdefault("FASHIONBENCH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch in the test processes themselves, before it is imported
+
+
+def pytest_collection_modifyitems(items):
+    """The order pytest-xdist hands modules out in (`make test`: `--dist loadscope
+    --no-loadscope-reorder`): the Ray halves first (minutes each, mostly waiting on Ray), so they
+    run beside everything else; then the quick modules, one of which xdist queues behind each
+    Ray half; then the end-to-end modules, which keep the other workers busy to the end."""
+    def rank(item) -> int:
+        if Path(str(item.fspath)).name == "test_ray.py":
+            return 0
+        return 2 if item.get_closest_marker("slow") else 1
+
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture

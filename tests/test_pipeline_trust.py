@@ -1,8 +1,10 @@
 """The real `dvc repro` / `dvc exp run`: bad params stop the pipeline before any output is
 deleted, unchanged inputs rebuild nothing, and a killed training resumes where it stopped."""
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -82,10 +84,39 @@ def test_a_rejected_value_stops_dvc_exp_run_with_every_output_kept(repo):
     assert outputs(repo) == before
 
 
+@contextlib.contextmanager
+def unanswering_server(kind: str):
+    """A loopback URI where nothing answers: a port that refuses connections, or a socket
+    that accepts them (the kernel's backlog) and never replies."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if kind == "never replies":
+            sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"  # refuses: bound, not listening
+
+
+@pytest.mark.parametrize("kind", ["refuses", "never replies"])
+def test_a_tracking_server_that_does_not_answer_stops_dvc_repro_with_every_output_kept(repo, kind, monkeypatch):
+    before = outputs(repo)
+    edit_params(repo, lambda p: p["runs"][RUN].update(lr=0.002))  # train@ would delete this run's model
+    try:
+        with unanswering_server(kind) as uri:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            result = run(repo, "dvc", "repro", check=False)
+    finally:
+        run(repo, "git", "checkout", "params.yaml")
+    assert result.returncode != 0
+    reason = "Connection refused" if kind == "refuses" else "timed out"
+    [line] = error_lines(result)
+    assert line.startswith(f"error: MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer") and reason in line
+    assert "Running stage 'train@" not in result.stdout
+    assert outputs(repo) == before
+
+
 def test_a_forced_preprocess_on_the_same_data_leaves_training_up_to_date(repo):
     run(repo, "dvc", "repro", "--force", "--single-item", "preprocess@fashion_mnist")
     status = json.loads(run(repo, "dvc", "status", "--json").stdout)
-    assert status == {}
+    assert status == {"validate": ["always changed"]}  # it checks the machine and the server every time
 
 
 def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(repo):

@@ -18,14 +18,18 @@ FASHION, DIGITS = "mlp_64-fashion_mnist", "lenet5_modern-mnist"
 
 @pytest.fixture(scope="module")
 def registry_repo(tmp_path_factory):
-    """Two runs, the pipeline run twice (the second forced): two versions of each model.
-    This process's MLflow calls go to the repository's store for the module's tests."""
+    """Two runs, the pipeline run, then each run trained and evaluated again (forced): two
+    versions of each model, from two MLflow runs. This process's MLflow calls go to the
+    repository's store for the module's tests."""
     import mlflow
 
     mp = generated_data_env(base := tmp_path_factory.mktemp("registry"))
     root = make_repo(base / "repo", tiny_params())
     run(root, "dvc", "repro")
-    run(root, "dvc", "repro", "--force")
+    # What registers a version: a training and its evaluation (download, preprocess and the report
+    # would only repeat themselves).
+    run(root, "dvc", "repro", "--force", "--single-item", *(f"{stage}@{name}" for name in (FASHION, DIGITS)
+                                                             for stage in ("train", "evaluate")))
     store = f"sqlite:///{root / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", store)
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()

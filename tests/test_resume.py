@@ -56,8 +56,7 @@ def test_resuming_replays_the_saved_epochs_to_the_epoch_callback_first(tiny_data
 def test_a_finished_state_is_not_trained_again(tiny_data, tmp_path):
     cfg, cpu, state = config(), torch.device("cpu"), tmp_path / "seed0.pt"
     first = train_seed(cfg, tiny_data, 0, cpu, progress=False, state_path=state)
-    again = train_seed(cfg, tiny_data, 0, cpu, progress=False, state_path=state,
-                       on_epoch_start=lambda: pytest.fail("trained again"))
+    again = train_seed(cfg, tiny_data, 0, cpu, progress=False, state_path=state)
     assert again["resumed_at_epoch"] == 5 and len(again["history"]) == 4
     assert all(torch.equal(first["model"].state_dict()[k], v) for k, v in again["model"].state_dict().items())
 
@@ -76,7 +75,7 @@ def test_a_state_for_another_config_is_discarded(tmp_path, monkeypatch):
     assert train.open_resume_state("r", "same") == {"fingerprint": "same", "mlflow_run_id": "abc"}
 
 
-def test_the_fingerprint_changes_with_the_config_and_the_data(tmp_path, monkeypatch, tiny_data):
+def test_the_fingerprint_changes_with_the_config_the_data_and_the_thread_count(tmp_path, monkeypatch, tiny_data):
     from fashionbench.core.paths import prepared_path
     from fashionbench.core.splits import save_prepared
     from fashionbench.stages import train
@@ -84,8 +83,9 @@ def test_the_fingerprint_changes_with_the_config_and_the_data(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     save_prepared(tiny_data, prepared_path("fashion_mnist"))
     cpu = torch.device("cpu")
-    base = train.resume_fingerprint(config(), cpu)
-    assert train.resume_fingerprint(config(), cpu) == base
-    assert train.resume_fingerprint(config(lr=0.01), cpu) != base
+    base = train.resume_fingerprint(config(), cpu, 2)
+    assert train.resume_fingerprint(config(), cpu, 2) == base
+    assert train.resume_fingerprint(config(lr=0.01), cpu, 2) != base
+    assert train.resume_fingerprint(config(), cpu, 1) != base  # another order of float sums
     save_prepared(dict(tiny_data, train_labels=tiny_data["train_labels"].flip(0)), prepared_path("fashion_mnist"))
-    assert train.resume_fingerprint(config(), cpu) != base
+    assert train.resume_fingerprint(config(), cpu, 2) != base

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pipeline_repo import BIN
-from servers import free_port, stop_group
+from servers import free_port, mlflow_server, stop_group
 
 if not os.environ.get("FASHIONBENCH_LOOPBACK_NETNS"):
     collect_ignore_glob = ["test_*.py"]
@@ -84,16 +84,17 @@ def two_node_cluster(log_dir, env: pytest.MonkeyPatch):
         shutil.rmtree(sessions, ignore_errors=True)
 
 
-@pytest.fixture
-def ray_cluster(tmp_path, monkeypatch):
-    """A cluster of the test's own, for a test that kills a node or interrupts a session."""
-    with two_node_cluster(tmp_path, monkeypatch) as cluster:
+@pytest.fixture(scope="class")
+def shared_ray_cluster(tmp_path_factory):
+    """One cluster for a class of tests, in order; only the last may kill a node: starting and
+    stopping two nodes costs about 40 s on 2 cores."""
+    with pytest.MonkeyPatch.context() as env, two_node_cluster(tmp_path_factory.mktemp("ray"), env) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="class")
-def shared_ray_cluster(tmp_path_factory):
-    """One cluster for a class of tests that leave it as they found it: starting and stopping
-    two nodes costs about 40 s on 2 cores."""
-    with pytest.MonkeyPatch.context() as env, two_node_cluster(tmp_path_factory.mktemp("ray"), env) as cluster:
-        yield cluster
+def shared_mlflow_server(tmp_path_factory):
+    """One real `mlflow server` for a class of tests (starting and stopping one costs about 10 s
+    on 2 cores); each test tells its own session's runs apart (tune_helpers.SessionStore)."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri

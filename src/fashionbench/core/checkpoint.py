@@ -61,10 +61,12 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resume_fingerprint(cfg: RunConfig, device: torch.device) -> str:
-    """What a saved state is only valid for: this config, these prepared data, this code and torch."""
+def resume_fingerprint(cfg: RunConfig, device: torch.device, threads: int) -> str:
+    """What a saved state is only valid for: this config, these prepared data, this code and
+    torch, and on the CPU this many threads (another count sums in another order)."""
     digest = hashlib.sha256(json.dumps(cfg.as_dict(), sort_keys=True).encode())
-    digest.update(f"{device}|{torch.__version__}|{file_md5(prepared_path(cfg.dataset))}".encode())
+    threads_part = f"|threads={threads}" if device.type == "cpu" else ""
+    digest.update(f"{device}|{torch.__version__}|{file_md5(prepared_path(cfg.dataset))}{threads_part}".encode())
     for source in sorted(PACKAGE_DIR.rglob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()

@@ -138,7 +138,7 @@ def set_input_statistics(model: nn.Module, train_images: torch.Tensor) -> None:
 
 def train_seed(cfg: RunConfig, data: dict[str, torch.Tensor], seed: int, device: torch.device,
                on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-               state_path: Path | None = None, on_epoch_start: Callable[[], None] | None = None) -> dict:
+               state_path: Path | None = None) -> dict:
     """Train one model with one seed. Returns {model, history, status, diverged_epoch, seconds,
     precision, resumed_at_epoch}.
 
@@ -183,8 +183,6 @@ def train_seed(cfg: RunConfig, data: dict[str, torch.Tensor], seed: int, device:
     bar = tqdm(epochs, desc=f"{cfg.name} seed {seed}", unit="epoch", initial=len(history), total=cfg.epochs,
                disable=not progress, dynamic_ncols=True)
     for epoch in bar:
-        if on_epoch_start:
-            on_epoch_start()
         start = time.perf_counter()
         model.train()
         if cfg.shuffle:
@@ -237,7 +235,7 @@ def seed_summary(seed: int, result: dict) -> dict:
 
 
 def train_run(cfg: RunConfig, device: torch.device, tracker=None, progress: bool = True,
-              on_epoch_start=None, resume: bool = True) -> tuple[dict, nn.Module]:
+              resume: bool = True) -> tuple[dict, nn.Module]:
     """Train every seed of the run (resuming a saved state) and save each state dict. Returns the
     summary (train.json) and the first seed's model (what MLflow logs)."""
     set_determinism(cfg.deterministic, device)
@@ -249,8 +247,7 @@ def train_run(cfg: RunConfig, device: torch.device, tracker=None, progress: bool
         seed_tracker = tracker.child(seed) if tracker and len(cfg.seeds) > 1 else tracker
         on_epoch = seed_tracker.log_epoch if seed_tracker else None
         result = train_seed(cfg, data, seed, device, on_epoch=on_epoch, progress=progress,
-                            state_path=state_dir / f"seed{seed}.pt" if resume else None,
-                            on_epoch_start=on_epoch_start)
+                            state_path=state_dir / f"seed{seed}.pt" if resume else None)
         write_tensors(checkpoint_path(cfg.name, seed), result["model"].state_dict())
         if seed_tracker and result["resumed_at_epoch"]:
             seed_tracker.set_tags({"resumed_at_epoch": result["resumed_at_epoch"]})
@@ -267,6 +264,8 @@ def train_run(cfg: RunConfig, device: torch.device, tracker=None, progress: bool
         "device": str(device),
         "precision": result["precision"],  # what precision 'auto' became on this device
         "torch": torch.__version__,
+        # On the CPU the count decides the order of float sums: the same count, the same bytes.
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "parameters": parameter_count(models[first]),
         "train_seconds": round(sum(s["train_seconds"] for s in seeds), 3),
         "status": "diverged" if any(s["status"] == "diverged" for s in seeds) else "completed",

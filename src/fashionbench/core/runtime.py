@@ -2,8 +2,8 @@
 
 - `keep_freed_memory`: glibc keeps freed tensor memory for reuse instead of unmapping it.
 - `flush_denormals`: float32 denormals become zero on every thread (x86 FTZ/DAZ).
-- `CoreShare`: a training uses its share of the cores when several run on one machine
-  (`dvc queue start -j N`, `fashionbench study --jobs N`, two terminals).
+- `training_threads`: the number of threads a training or an evaluation uses, fixed for
+  its whole run (a different count sums floats in another order).
 
 What each one buys on the machines we measured is in benchmarks/RESULTS.md.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import fcntl
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -102,6 +100,16 @@ def fixed_threads() -> int | None:
     return int(value)
 
 
+def training_threads() -> int:
+    """The threads one training uses from start to end: FASHIONBENCH_THREADS, else every core
+    this process may run on. Never the number of trainings that happen to be running: a
+    different count sums floats in another order, and the same params and seed must give the
+    same bytes whatever else the machine does. Trainings that share the machine
+    (`dvc queue start -j N`, `fashionbench study --jobs N`) get their share from a count set
+    before they start (FASHIONBENCH_THREADS=cores/N), which train.json records."""
+    return fixed_threads() or available_cores()
+
+
 def apply_fixed_threads() -> int | None:
     """Set torch's threads to FASHIONBENCH_THREADS when it is set (a benchmark's fixed count, as
     `train` takes it); the count, or None when unset (torch's threads left as they are)."""
@@ -109,64 +117,6 @@ def apply_fixed_threads() -> int | None:
     if threads:
         torch.set_num_threads(threads)
     return threads
-
-
-class CoreShare:
-    """This process's share of the cores while other trainings run on the same machine.
-
-    Each training holds an exclusive flock on its own file in a machine-wide directory; a
-    lock held means a live training (the kernel drops it when a process dies, even by
-    SIGKILL). `update()` counts the holders and sets torch's threads to cores // holders.
-    It is called at every epoch, so queue workers that start together settle after their
-    first epoch, and a training that outlives the others takes the cores back. OpenMP
-    threads that spin for cores another training holds cost far more than they add.
-    FASHIONBENCH_THREADS=N fixes the count instead.
-    """
-
-    def __init__(self, directory: Path | None = None):
-        self.directory = directory or Path(tempfile.gettempdir()) / f"fashionbench-trainings-{os.getuid()}"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / f"{os.getpid()}.lock"
-        self.handle = open(self.path, "w")
-        fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def holders(self) -> int:
-        count = 0
-        for path in self.directory.glob("*.lock"):
-            if path == self.path:
-                count += 1
-                continue
-            try:
-                with open(path) as other:
-                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except FileNotFoundError:
-                continue
-            except BlockingIOError:
-                count += 1  # held: a live training
-                continue
-            path.unlink(missing_ok=True)  # its process is gone
-        return count
-
-    def threads(self) -> int:
-        fixed = fixed_threads()
-        return fixed or max(1, available_cores() // max(1, self.holders()))
-
-    def update(self) -> int:
-        n = self.threads()
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-        return n
-
-    def close(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.handle.close()
-
-    def __enter__(self) -> "CoreShare":
-        self.update()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def resolve_device(name: str) -> torch.device:

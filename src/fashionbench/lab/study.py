@@ -2,7 +2,7 @@
 
 Each cell of a study's grid is one `dvc exp run --queue -n <study>-<cell> -S ...` that
 trains and evaluates only the study's runs; `dvc queue start -j N` runs them (each training
-then takes cores / N threads, see fashionbench.core.runtime); the metrics of every cell are read
+then takes cores / N threads, fixed before it starts: fashionbench.core.runtime); the metrics of every cell are read
 through DVC's documented interfaces (`dvc exp show --json`, `dvc.api.read`) into
 studies/<name>.json, and the `report` stage turns that file into the study's table and
 figure in plots/report.md. A study that runs past its deadline is stopped and fails.
@@ -10,6 +10,7 @@ figure in plots/report.md. A study that runs past its deadline is stopped and fa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from fashionbench.core.catalogue import CATALOGUE_FILE, Study, load_studies
 from fashionbench.core.config import ConfigError
 from fashionbench.core.files import write_json
 from fashionbench.core.paths import evaluation_path, metrics_path, study_path
+from fashionbench.core.runtime import THREADS_ENV, available_cores, fixed_threads
 from fashionbench.lab.dvc_experiments import ExperimentsError, dvc, exp_show, experiments_of
 from fashionbench.lab.grid import cell_name, cells, overrides, parse_value
 from fashionbench.report.results import run_result
@@ -172,11 +174,22 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         baseline = git("rev-parse", "HEAD").strip()
         deadline = time.monotonic() + timeout_hours * 3600
         queued = queue_study(name, study, grid, seeds, extra or [])
+        share_the_cores(jobs)
         dvc("queue", "start", "--jobs", str(jobs))
         wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
     found = collect(study, queued, baseline)
     return finish(name, study_result(name, study, grid, seeds, wall, baseline, found, configs), "`dvc queue logs <name>`")
+
+
+def share_the_cores(jobs: int) -> int:
+    """The threads each of `jobs` parallel trainings takes: FASHIONBENCH_THREADS when the user
+    set it, else cores / jobs, set before the queue's workers start (they inherit it). A
+    training keeps its count from start to end and records it in train.json; the same count
+    gives the same bytes, so `--jobs 2` computes what `FASHIONBENCH_THREADS=1 --jobs 1` would."""
+    threads = fixed_threads() or max(1, available_cores() // jobs)
+    os.environ[THREADS_ENV] = str(threads)
+    return threads
 
 
 def finish(name: str, result: dict, logs: str) -> dict:
@@ -234,7 +247,7 @@ def main(argv: list[str]) -> int:
         result = run_study(args.name, grid, args.seeds, args.jobs, args.extra, args.collect_from, args.timeout_hours,
                            args.executor, args.address)
         dvc("repro", "--single-item", "report")
-    except (ExperimentsError, ConfigError) as exc:
+    except (ExperimentsError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from fashionbench.report.studies import study_markdown

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import numpy as np
+import torch
 
 from fashionbench.core.config import ConfigError, run_config
 from fashionbench.core.evaluation import evaluate_run, read_trained
@@ -95,19 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     args = parser.parse_args(argv)
-    from fashionbench.core.runtime import configure_process
+    from fashionbench.core.runtime import configure_process, training_threads
     from fashionbench.tracking.store import TrackingError
 
     try:
         run_config(args.run)  # the run must still be in params.yaml
-        cfg = RunConfig.stored(read_trained(args.run)["config"])  # but it is evaluated as it was trained
+        trained = read_trained(args.run)
+        cfg = RunConfig.stored(trained["config"])  # but it is evaluated as it was trained
         device = resolve_device(cfg.device)
+        # With the training's thread count: its own test evaluation summed in the same order.
+        torch.set_num_threads(trained.get("threads") or training_threads())
         configure_process(device)
         with stop_signals_raise():
-            result = evaluate_run(cfg, device, read_trained(args.run))
+            result = evaluate_run(cfg, device, trained)
             figure_paths = write_outputs(cfg, result)
             log_to_mlflow(cfg, result, figure_paths)
-    except (ConfigError, DataError, TrackingError, RuntimeError) as exc:
+    except (ConfigError, DataError, TrackingError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Stopped as stop:

@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+import torch
+
 from fashionbench.core.checkpoint import open_resume_state, resume_fingerprint
 from fashionbench.core.config import ConfigError, run_config
 from fashionbench.core.engine import train_run
@@ -49,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true", help="discard any saved state and start at epoch 1")
     args = parser.parse_args(argv)
 
-    from fashionbench.core.runtime import CoreShare, configure_process, fixed_threads
+    from fashionbench.core.runtime import configure_process, training_threads
     from fashionbench.tracking.runs import ended_on_failure
     from fashionbench.tracking.store import TrackingError, check_reachable
 
     try:
-        fixed_threads()
+        threads = training_threads()  # fixed for the whole run, recorded in train.json
         cfg = run_config(args.run)
         device = resolve_device(cfg.device)
         if not args.no_mlflow:
             check_reachable()  # fail now, not after an hour of training
         if args.no_resume:
             remove_tree(resume_dir(cfg.name))
-        fingerprint = resume_fingerprint(cfg, device)
+        fingerprint = resume_fingerprint(cfg, device, threads)
     except (ConfigError, TrackingError, DataError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -69,17 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.filename}: not found; run `dvc repro preprocess` first", file=sys.stderr)
         return 1
 
+    torch.set_num_threads(threads)
     configure_process(device)
     with stop_signals_raise():
         try:
             previous = open_resume_state(cfg.name, fingerprint)
             tracker = None if args.no_mlflow else start_tracker(cfg, previous)
-            with ended_on_failure(tracker), CoreShare() as share:
+            with ended_on_failure(tracker):
                 write_json(resume_dir(cfg.name) / "attempt.json",
                            {"fingerprint": fingerprint, "mlflow_run_id": tracker.run_id if tracker else None,
                             "pid": os.getpid()})
-                summary, model = train_run(cfg, device, tracker,
-                                           on_epoch_start=share.update if device.type == "cpu" else None)
+                summary, model = train_run(cfg, device, tracker)
                 summary["mlflow_run_id"] = tracker.run_id if tracker else None
                 write_outputs(cfg, summary)
                 if tracker:

@@ -1,7 +1,12 @@
-"""DVC stage `validate`: check all of params.yaml, then write each run's resolved config.
+"""DVC stage `validate`: check all of params.yaml and the tracking server, then write each
+run's resolved config.
 
-It depends on the whole params.yaml, and every other stage depends on one of its outputs, so
-DVC runs it (and stops on its error) before any stage whose outputs it would delete.
+It depends on the whole params.yaml, every other stage depends on one of its outputs, and
+dvc.yaml marks it `always_changed`, so DVC runs it on every `dvc repro` and `dvc exp run` (and
+stops on its error) before any stage whose outputs it would delete. What it checks can change
+without params.yaml changing: the machine (a device that is gone) and the MLflow server named
+by MLFLOW_TRACKING_URI (one that refuses or never replies fails here in seconds, not after DVC
+has deleted a run's model). When it passes, its outputs keep their bytes and nothing re-runs.
 
 - data/params.validated: the same bytes for every valid params.yaml; download, preprocess and
   report wait on it and nothing more.
@@ -20,6 +25,7 @@ from fashionbench.core.config import PARAMS_FILE, ConfigError, load_params
 from fashionbench.core.files import write_text
 from fashionbench.core.paths import RUN_CONFIG_DIR, VALIDATED_PARAMS, run_config_path
 from fashionbench.core.schema import RunConfig
+from fashionbench.tracking.store import TrackingError, check_reachable
 
 
 def config_bytes(cfg: RunConfig) -> str:
@@ -46,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-    except ConfigError as exc:
+        check_reachable()
+    except (ConfigError, TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_run_configs(params["runs"])

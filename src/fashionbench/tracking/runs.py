@@ -208,7 +208,8 @@ class RunTracker:
 
     def finish_training(self, summary: dict, model) -> None:
         """Training's part of the run: status, timing, dataset, model; evaluate adds the rest."""
-        self.set_tags({"status": summary["status"], "device": summary["device"], "precision": summary["precision"]})
+        self.set_tags({"status": summary["status"], "device": summary["device"], "precision": summary["precision"],
+                       "threads": summary.get("threads") or ""})
         diverged = [s["diverged_epoch"] for s in summary["seeds"] if s["diverged_epoch"]]
         if diverged:
             self.set_tags({"diverged_epoch": min(diverged)})

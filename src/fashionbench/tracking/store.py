@@ -144,7 +144,9 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
                 raise TrackingError(f"MLflow server {uri} answered /health with HTTP {response.status}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer: {reason}") from None
+        raise TrackingError(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer GET /health "
+                            f"within {timeout:g} s: {reason}; start it, or unset MLFLOW_TRACKING_URI to log to "
+                            f"mlflow.db") from None
 
 
 def _setup_mlflow():
