@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-# pytest-xdist workers: the two Ray halves mostly wait on Ray, so 4 workers keep 2 cores busy
+# pytest-xdist workers: the three Ray parts mostly wait on Ray, so 5 workers keep 2 cores busy
 # (docs/tests.md has the times). Modules stay whole on one worker: their shared repositories are built once.
-TEST_WORKERS ?= 4
-XDIST = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+# Without them (test-fast) every worker computes: one per core.
+TEST_WORKERS ?= 5
+FAST_WORKERS ?= 2
+XDIST = --dist loadscope --no-loadscope-reorder
 
 .PHONY: setup repro test test-fast
 
@@ -26,7 +28,7 @@ repro: setup
 	@$(BIN)/python -m fashionbench.tracking
 
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) $(XDIST)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(FAST_WORKERS) $(XDIST) -m "not slow"

@@ -22,9 +22,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch in the test processes the
 
 def pytest_collection_modifyitems(items):
     """The order pytest-xdist hands modules out in (`make test`: `--dist loadscope
-    --no-loadscope-reorder`): the Ray halves first (minutes each, mostly waiting on Ray), so they
+    --no-loadscope-reorder`): the Ray parts first (minutes each, mostly waiting on Ray), so they
     run beside everything else; then the quick modules, one of which xdist queues behind each
-    Ray half; then the end-to-end modules, which keep the other workers busy to the end."""
+    Ray part; then the end-to-end modules, which keep the other workers busy to the end."""
     def rank(item) -> int:
         if Path(str(item.fspath)).name == "test_ray.py":
             return 0

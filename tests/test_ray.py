@@ -1,8 +1,8 @@
 """Ray's tests (tests/ray_cases/) in a loopback-only network namespace: there Ray keeps to
 127.0.0.1, where outside one it binds the machine's interface address. Each class runs one file of
 that directory in its own pytest under `unshare -n`, after `ip link set lo up`; its output and
-timings are shown when it fails. Two classes, so that pytest-xdist (`--dist loadscope`) runs the
-two halves on two workers, each beside the rest of the suite: they mostly wait on Ray."""
+timings are shown when it fails. A class per file, so that pytest-xdist (`--dist loadscope`) runs
+the three on three workers, each beside the rest of the suite: they mostly wait on Ray."""
 import os
 import subprocess
 import sys
@@ -33,3 +33,8 @@ class TestOnATwoNodeCluster:
 class TestOnEmbeddedRay:
     def test_the_embedded_ray_tests_pass_in_a_loopback_only_network_namespace(self):
         run_in_loopback_namespace("test_tune_embedded.py")
+
+
+class TestAStudyOnRay:
+    def test_the_study_tests_pass_in_a_loopback_only_network_namespace(self):
+        run_in_loopback_namespace("test_study_ray.py")

@@ -1,5 +1,6 @@
 """`fashionbench study` end to end: queued DVC experiments on small generated data."""
 import json
+import os
 
 import pytest
 
@@ -23,6 +24,7 @@ def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypat
         run(root, "dvc", "queue", "stop", "--kill", check=False)
     result = json.loads((root / "studies" / "optimizer_lr.json").read_text())
     assert [c["params"] for c in result["cells"]] == [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "sgd", "lr": 0.01}]
+    assert result["threads"] == 1  # the FASHIONBENCH_THREADS the suite sets, which the study keeps
     for cell in result["cells"]:
         metrics = cell["runs"]["fcn_400-fashion_mnist"]["metrics"]
         assert metrics["seeds"] == 2 and len(metrics["test_accuracy_per_seed"]) == 2
@@ -30,6 +32,24 @@ def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypat
     assert "| lr | RMSProp | Adam | SGD |" not in out.stdout  # only the columns that ran
     assert "| lr | SGD |" in out.stdout and "| lr | SGD |" in report
     assert (root / "plots" / "studies" / "optimizer_lr.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_with_jobs_n_each_training_takes_cores_over_n_threads_set_before_the_workers_start(monkeypatch, jobs):
+    from fashionbench.core.runtime import available_cores
+    from fashionbench.lab import study
+
+    monkeypatch.delenv("FASHIONBENCH_THREADS", raising=False)
+    expected = max(1, available_cores() // jobs)
+    assert study.share_the_cores(jobs) == expected
+    assert os.environ["FASHIONBENCH_THREADS"] == str(expected)  # what the queue's workers inherit
+
+
+def test_a_thread_count_the_user_set_is_kept_whatever_the_jobs(monkeypatch):
+    from fashionbench.lab import study
+
+    monkeypatch.setenv("FASHIONBENCH_THREADS", "3")
+    assert study.share_the_cores(2) == 3
 
 
 def test_a_study_past_its_deadline_stops_its_experiments_and_fails(monkeypatch):

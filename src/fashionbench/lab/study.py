@@ -174,12 +174,15 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         baseline = git("rev-parse", "HEAD").strip()
         deadline = time.monotonic() + timeout_hours * 3600
         queued = queue_study(name, study, grid, seeds, extra or [])
-        share_the_cores(jobs)
+        threads = share_the_cores(jobs)
         dvc("queue", "start", "--jobs", str(jobs))
         wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
     found = collect(study, queued, baseline)
-    return finish(name, study_result(name, study, grid, seeds, wall, baseline, found, configs), "`dvc queue logs <name>`")
+    result = study_result(name, study, grid, seeds, wall, baseline, found, configs)
+    if not collect_from:
+        result["threads"] = threads  # each training's, fixed before the queue's workers started
+    return finish(name, result, "`dvc queue logs <name>`")
 
 
 def share_the_cores(jobs: int) -> int:
