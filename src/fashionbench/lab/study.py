@@ -173,8 +173,8 @@ def run_study(name: str, grid_overrides: dict | None = None, seeds=None, jobs: i
         # Experiments hang under the commit they were queued on: remember it, HEAD may move.
         baseline = git("rev-parse", "HEAD").strip()
         deadline = time.monotonic() + timeout_hours * 3600
+        threads = share_the_cores(jobs)  # first: a bad FASHIONBENCH_THREADS fails before anything is queued
         queued = queue_study(name, study, grid, seeds, extra or [])
-        threads = share_the_cores(jobs)
         dvc("queue", "start", "--jobs", str(jobs))
         wait_for_experiments([exp for exp, _ in queued], baseline, deadline, jobs)
         wall = time.perf_counter() - start
