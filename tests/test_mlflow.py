@@ -197,10 +197,10 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
     baseline = run(root, "git", "rev-parse", "HEAD").stdout.strip()
     assert not (root / "mlflow.db").exists()  # the queued runs race to create it
 
-    queued = run(root, "dvc", "exp", "run", "--queue", "-S", "lr=0.1,0.01,0.001").stdout
+    queued = run(root, "dvc", "exp", "run", "--queue", "-S", "lr=0.1,0.01").stdout  # two workers, two at once
     lr_of = dict((name, lr) for lr, name in re.findall(
         r"\['lr=([^']+)'\].*?\n.*?Queued experiment '([^']+)'", queued))
-    assert sorted(lr_of.values()) == ["0.001", "0.01", "0.1"], queued
+    assert sorted(lr_of.values()) == ["0.01", "0.1"], queued
     try:
         run(root, "dvc", "queue", "start", "-j", "2")
         deadline = time.monotonic() + 420
@@ -217,7 +217,7 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
         stop_queue(root)
 
     runs = mlflow_runs(root)
-    assert len(runs) == 3
+    assert len(runs) == 2
     for name, lr in lr_of.items():
         [r] = mlflow_runs(root, dvc_exp_name=name)
         assert r.info.run_name == f"{name}/{RUN}" and r.info.status == "FINISHED"

@@ -41,7 +41,7 @@ def trained(root) -> tuple[bytes, list, int]:
 @pytest.mark.skipif(available_cores() < 2, reason="one core: one thread, whatever else runs")
 def test_a_convolutional_training_gives_the_same_bytes_alone_and_with_another_started_beside_it(workspace, monkeypatch):
     monkeypatch.delenv("FASHIONBENCH_THREADS", raising=False)  # the default: every core
-    set_run(workspace, RUN, seeds=[0], epochs=100)  # long enough for the other to start mid-run
+    set_run(workspace, RUN, seeds=[0], epochs=70)  # long enough for the other to start mid-run (checked below)
     set_run(workspace, OTHER, epochs=100000)  # outlives it; stopped below
     alone = start_training(workspace, RUN)
     assert alone.wait(timeout=600) == 0, alone.communicate()[0][-3000:]

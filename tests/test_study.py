@@ -1,37 +1,8 @@
-"""`fashionbench study` end to end: queued DVC experiments on small generated data."""
-import json
+"""`fashionbench study`: its cells, its threads, its waiting on the DVC queue. The study end to end,
+on the DVC queue and on Ray, is tests/ray_cases/test_study_ray.py."""
 import os
 
 import pytest
-
-from pipeline_repo import fcn_400_study_repo, run
-
-pytestmark = pytest.mark.slow
-
-
-def test_study_queues_a_grid_with_seeds_and_writes_its_table(tmp_path, monkeypatch):
-    from fake_idx import write_mirror
-
-    md5_file = write_mirror(tmp_path / "mirror")
-    monkeypatch.setenv("FASHIONBENCH_DATA_MIRROR", str(tmp_path / "mirror"))
-    monkeypatch.setenv("FASHIONBENCH_EXPECTED_MD5", str(md5_file))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    root = fcn_400_study_repo(tmp_path / "repo")
-    try:
-        out = run(root, "python", "-m", "fashionbench.cli", "study", "optimizer_lr",
-                  "--grid", "optimizer=sgd", "--grid", "lr=0.1,0.01", "--seeds", "0", "1", "-S", "max_epochs=1")
-    finally:
-        run(root, "dvc", "queue", "stop", "--kill", check=False)
-    result = json.loads((root / "studies" / "optimizer_lr.json").read_text())
-    assert [c["params"] for c in result["cells"]] == [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "sgd", "lr": 0.01}]
-    assert result["threads"] == 1  # the FASHIONBENCH_THREADS the suite sets, which the study keeps
-    for cell in result["cells"]:
-        metrics = cell["runs"]["fcn_400-fashion_mnist"]["metrics"]
-        assert metrics["seeds"] == 2 and len(metrics["test_accuracy_per_seed"]) == 2
-    report = (root / "plots" / "report.md").read_text()
-    assert "| lr | RMSProp | Adam | SGD |" not in out.stdout  # only the columns that ran
-    assert "| lr | SGD |" in out.stdout and "| lr | SGD |" in report
-    assert (root / "plots" / "studies" / "optimizer_lr.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
