@@ -35,10 +35,27 @@ def test_a_threshold_is_reached_when_the_mean_over_seeds_reaches_it():
 
 
 def check_table(text: str) -> None:
-    for threshold in ("90%", "92%", "93%", "94%"):
+    for threshold in ("90.0%", "92.0%", "93.0%", "94.0%", "95.0%"):
         assert re.search(rf"^\| {threshold} \| (\d+|not reached) \|", text, re.M), threshold
     share = float(re.search(r"- share: \*\*([\d.e-]+)\*\*", text).group(1))
     assert 0 < share < 2
+
+
+def test_a_thresholds_cost_is_its_counted_flops_and_its_seconds_at_the_float32_multiply_rate():
+    throughput = {"flops_per_step": 2e9, "batch_size": 100}  # 20 MFLOP an image
+    counted, equivalent = tta_bench.costs(300.0, 5, 60_000, throughput, float32_rate=200e9)
+    assert counted == pytest.approx(20e6 * 60_000 * 5 / 1e12)  # 6 TFLOP
+    assert equivalent == pytest.approx(300 * 200e9 / 1e12)  # 60 TFLOP-eq: 300 s at 200 GFLOP/s
+
+
+def test_each_row_gives_seconds_counted_tflop_and_tflop_eq(workspace, tmp_path):
+    set_run(workspace, "mlp_64-fashion_mnist", **TINY)
+    out = tmp_path / "t.md"
+    assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--throughput-steps", "2", *LIGHT, "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "| test accuracy | reached at epoch | training time (mean over seeds) | counted TFLOP | TFLOP-eq |" in text
+    assert re.search(r"- float32 512 x 512 matrix multiply on the training's threads: \*\*\d+ GFLOP/s\*\*", text)
+    assert re.search(r"TFLOP counted, [\d.]+ TFLOP-eq\.$", text, re.M)
 
 
 def test_the_benchmark_trains_its_seeds_and_writes_the_table(workspace, tmp_path, capsys):
@@ -75,7 +92,7 @@ def test_the_machine_share_is_against_a_multiply_in_the_trainings_precision_wher
                         lambda device, n, dtype: multiplied.append(dtype) or measure(device, n, dtype=dtype))
     out = tmp_path / "t.md"
     assert tta_bench.main(["--run", "mlp_64-fashion_mnist", "--throughput-steps", "2", *LIGHT, "--output", str(out)]) == 0
-    assert multiplied == [dtype]
+    assert multiplied == ([torch.float32] if dtype == torch.float32 else [torch.float32, dtype])  # float32: the TFLOP-eq
     assert f"- {reference} 512 x 512 matrix multiply (the training's precision where the hardware has it)" in out.read_text()
 
 def test_pipeline_seeds_of_another_configuration_are_refused(workspace, tmp_path):
