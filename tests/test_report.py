@@ -229,3 +229,41 @@ def test_a_fast_runs_setup_names_the_options_it_turns_on_and_no_others():
     text = fast_setup_text(cfg)
     assert text.startswith("sgd nesterov 0.1, 21 epochs, batch 256, width 16, blocks [0, 1, 2], inputs standard")
     assert "erasing" not in text and "warm-up" not in text  # off in this run
+
+
+# ---- beyond the write-ups: the strong runs' seeds pooled from an extra-seeds study too ----
+
+def beyond_lines(tmp_path, study_cfg_change=None) -> list[str]:
+    import json
+
+    from fashionbench.core.config import load_params
+    from fashionbench.report.zoo import beyond_writeups_section, pooled_seeds
+
+    run = "resnet_fast-fashion_mnist"
+    cfg = {**load_params()["runs"][run].as_dict(), "seeds": [0]}  # the pipeline trains seed 0
+    studies_dir = tmp_path / "studies"
+    studies_dir.mkdir()
+    trained = {**cfg, "seeds": [1, 2], **(study_cfg_change or {})}
+    metrics = {"test_accuracy": 0.941, "test_accuracy_per_seed": [0.940, 0.942], "seeds": 2, "status": "completed"}
+    (studies_dir / "strong_seeds.json").write_text(json.dumps({
+        "study": "strong_seeds", "extra_seeds": True, "seeds": [1, 2], "runs": [run], "grid": {},
+        "cells": [{"experiment": "strong_seeds-defaults", "params": {}, "configs": {run: trained},
+                   "runs": {run: {"metrics": metrics}}}]}))
+    pooled = pooled_seeds({run: cfg}, {run: {"test_accuracy_per_seed": [0.938]}}, studies_dir)
+    run_metrics = {run: {"test_accuracy": 0.938, "status": "completed", "seeds": 1, "val_accuracy": 0.94}}
+    return beyond_writeups_section(run_metrics, {run: cfg}, pooled)
+
+
+def beyond_row(lines: list[str]) -> list[str]:
+    row = next(line for line in lines if line.startswith("| resnet_fast-fashion_mnist"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def test_a_strong_runs_row_pools_the_pipelines_seed_with_the_studys(tmp_path):
+    assert beyond_row(beyond_lines(tmp_path))[2:4] == ["3", "94.00 ± 0.20"]  # 93.8, 94.0, 94.2
+
+
+def test_a_strong_runs_study_of_other_settings_is_left_out_and_named(tmp_path):
+    lines = beyond_lines(tmp_path, study_cfg_change={"epochs": 5})
+    assert beyond_row(lines)[2:4] == ["1", "93.80"]
+    assert any("`fashionbench study strong_seeds` trained these runs with other settings" in line for line in lines)

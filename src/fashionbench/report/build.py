@@ -44,7 +44,7 @@ def report_markdown(metrics: dict, params: dict, histories: dict, evals: dict, r
         *zoo_table(metrics, configs, bool(smoke), pooled, studies, studies_dir, histories), "",
         "## The seeds' other numbers", "",
         *extra_claims(metrics, histories, evals), "",
-        *beyond_writeups_section(metrics, configs),
+        *beyond_writeups_section(metrics, configs, pooled),
     ]
     lines += ["## Per run", ""]
     for run in configs:

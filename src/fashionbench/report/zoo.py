@@ -147,8 +147,10 @@ def fast_setup_text(cfg: dict) -> str:
     return ", ".join([f"{optimizer} {cfg['lr']:g}, {cfg['epochs']} epochs, batch {cfg['batch_size']}", *options])
 
 
-def beyond_writeups_section(metrics: dict[str, dict | None], configs: dict[str, dict]) -> list[str]:
-    """fashionbench's own fast models beside the best write-up number on their dataset."""
+def beyond_writeups_section(metrics: dict[str, dict | None], configs: dict[str, dict],
+                            pooled: dict[str, dict] | None = None) -> list[str]:
+    """fashionbench's own fast models beside the best write-up number on their dataset; ours pools
+    the run's own seeds with an extra-seeds study's (`strong_seeds`), as the zoo table does."""
     runs = [run for run, cfg in configs.items() if cfg["model"] in BEYOND_WRITEUPS]
     if not runs:
         return []
@@ -165,11 +167,19 @@ def beyond_writeups_section(metrics: dict[str, dict | None], configs: dict[str, 
         if m is None:
             lines.append(f"| {run} | {fast_setup_text(cfg)} | {len(cfg['seeds'])} | not run yet | | {best_text} | |")
             continue
-        ours = m.get("test_accuracy")
+        accuracies = (pooled or {}).get(run, {}).get("accuracy") or {}
+        if accuracies and m.get("status") == "completed":
+            (ours, std), n = mean_std(list(accuracies.values())), len(accuracies)
+        else:
+            ours, std, n = m.get("test_accuracy"), m.get("test_accuracy_std"), m.get("seeds", 1)
         diff = f"{100 * ours - best['accuracy']:+.2f}" if best and ours is not None else "n/a"
-        lines.append(f"| {run} | {fast_setup_text(cfg)} | {m.get('seeds', 1)} | "
-                     f"{pct(ours, m.get('test_accuracy_std'))}{status_text(m)} | {pct(m.get('val_accuracy'))} | "
+        lines.append(f"| {run} | {fast_setup_text(cfg)} | {n} | "
+                     f"{pct(ours, std)}{status_text(m)} | {pct(m.get('val_accuracy'))} | "
                      f"{best_text} | {diff} |")
+    stale = sorted({study for run in runs for study in (pooled or {}).get(run, {}).get("stale", [])})
+    for study in stale:
+        lines += ["", f"`fashionbench study {study}` trained these runs with other settings than params.yaml's; "
+                      "its seeds are left out until the study is run again."]
     return lines + [""]
 
 
