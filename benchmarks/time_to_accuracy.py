@@ -40,17 +40,19 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from train_speed import machine  # this directory's other benchmark: the same machine description
 
 from fashionbench.core.config import run_config
 from fashionbench.core.engine import set_input_statistics, train_epoch, train_seed, train_step
 from fashionbench.core.models import model_from_config
-from fashionbench.core.paths import train_summary_path
+from fashionbench.core.paths import STUDIES_DIR, train_summary_path
 from fashionbench.core.recipe import augmentation_draws, make_ema, make_optimizer, make_scheduler
 from fashionbench.core.runtime import (
     apply_fixed_threads,
     configure_process,
+    bf16_native,
     place_model,
     precision_name,
     resolve_device,
@@ -102,7 +104,11 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     ema = make_ema(cfg, model)
     images, labels = data["train_images"][:(warmup + steps) * bs], data["train_labels"][:(warmup + steps) * bs]
     draws = augmentation_draws(len(labels), cfg, torch.Generator().manual_seed(0), device)
-    flops = step_flops(cfg, model, optimizer, to_input(images[:bs], channels_last), labels[:bs], amp)
+    x = to_input(images[:bs], channels_last)
+    flops = step_flops(cfg, model, optimizer, x, labels[:bs], amp)
+    small = cfg.progressive_size  # progressive resizing's first epochs: fewer pixels, fewer FLOPs
+    flops_small = step_flops(cfg, model, optimizer, F.interpolate(x, size=(small, small), mode="bilinear",
+                                                                  antialias=True), labels[:bs], amp) if small else flops
 
     def run(first: int, count: int):
         part = slice(first * bs, (first + count) * bs)
@@ -119,7 +125,7 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) or 1
     top = [(e.key, e.self_cpu_time_total / total) for e in ops[:8]]
-    return {"flops_per_step": flops, "batch_size": bs, "steps": steps, "seconds": seconds, "precision": precision_name(amp),
+    return {"flops_per_step": flops, "flops_per_step_small": flops_small, "batch_size": bs, "steps": steps, "seconds": seconds, "precision": precision_name(amp),
             "flops_per_second": flops * steps / seconds, "top_ops": top}
 
 
@@ -129,12 +135,31 @@ def seed_histories(cfg: dict, data: dict, device: torch.device, seeds: list[int]
 
 
 def pipeline_histories(run: str) -> tuple[dict[int, list[dict]], dict]:
-    """The per-seed histories `dvc repro` recorded for the run, and the configuration it trained."""
+    """The per-seed histories `dvc repro` recorded for the run, and its train.json."""
     path = train_summary_path(run)
     if not path.is_file():
         raise SystemExit(f"error: {path}: not found; `dvc repro train@{run}` first, or leave out --from-pipeline")
     summary = json.loads(path.read_text())
-    return {int(seed): rows for seed, rows in summary["history"].items()}, summary["config"]
+    return {int(seed): rows for seed, rows in summary["history"].items()}, summary
+
+
+def study_histories(run: str, cfg: RunConfig, trained: dict) -> tuple[dict[int, list[dict]], list[str]]:
+    """The run's extra seeds that an extra-seeds study trained as params.yaml has it now (the seeds
+    the report pools) on the pipeline's thread count, so their seconds compare; and those studies."""
+    from fashionbench.report.zoo import trained_as_now
+
+    found, names = {}, []
+    for path in sorted(STUDIES_DIR.glob("*.json")):
+        study = json.loads(path.read_text())
+        for cell in study["cells"] if study.get("extra_seeds") else []:
+            entry, stored = cell["runs"].get(run) or {}, (cell.get("configs") or {}).get(run)
+            m = entry.get("metrics") or {}
+            if (stored and entry.get("history") and m.get("threads") == trained.get("threads")
+                    and trained_as_now(stored, cfg.as_dict(), m.get("precision"), trained.get("precision"))):
+                for seed, rows in entry["history"].items():
+                    found.setdefault(int(seed), rows)
+                names.append(study["study"])
+    return found, names
 
 
 def time_to_accuracy(histories: dict[int, list[dict]], threshold: float) -> dict | None:
@@ -150,22 +175,9 @@ def time_to_accuracy(histories: dict[int, list[dict]], threshold: float) -> dict
     return None
 
 
-def bf16_in_hardware(device: torch.device) -> bool:
-    """Whether this device multiplies bf16 natively (AVX-512 BF16 or AMX on a CPU); elsewhere
-    PyTorch emulates it, far below the float32 rate, which is then the machine's limit."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    # Not training.bf16_native: that answers precision 'auto' (AMX only, so the runs' numbers stay
-    # put), this the hardware. Private checks, as there: absent from a torch, they read as no.
-    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return any(check() for check in checks if check is not None)
-
-
 def matmul_dtype(throughput: dict, device: torch.device) -> str:
     """The precision of the machine's limit for this training: its own, where the hardware has it."""
-    return "bf16" if throughput["precision"] != "float32" and bf16_in_hardware(device) else "float32"
+    return "bf16" if throughput["precision"] != "float32" and bf16_native(device) else "float32"
 
 
 def reference_multiply(device: torch.device, n: int, precision: str) -> float:
@@ -176,14 +188,18 @@ def reference_multiply(device: torch.device, n: int, precision: str) -> float:
     return matmul_flops_per_second(device, n, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
-def costs(seconds: float, epochs: int, train_images: int, throughput: dict, float32_rate: float) -> tuple[float, float]:
-    """(counted TFLOP, TFLOP-eq) of `epochs` epochs that took `seconds` of training."""
-    per_image = throughput["flops_per_step"] / throughput["batch_size"]
-    return per_image * train_images * epochs / 1e12, seconds * float32_rate / 1e12
+def costs(seconds: float, epochs: int, train_images: int, throughput: dict, float32_rate: float,
+          small_epochs: int = 0) -> tuple[float, float]:
+    """(counted TFLOP, TFLOP-eq) of `epochs` epochs that took `seconds` of training, the first
+    `small_epochs` of them at progressive resizing's smaller size."""
+    small = min(epochs, small_epochs)
+    flops = throughput["flops_per_step_small"] * small + throughput["flops_per_step"] * (epochs - small)
+    return flops / throughput["batch_size"] * train_images / 1e12, seconds * float32_rate / 1e12
 
 
 def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], throughput: dict, matmul: float,
-             matmul_size: int, reference: str, float32_rate: float, thresholds, train_images: int, title: str) -> str:
+             matmul_size: int, reference: str, float32_rate: float, thresholds, train_images: int, title: str,
+             small_epochs: int = 0) -> str:
     lines = [f"# Time to accuracy: {title}", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()] + [f"- {s}" for s in setup]
     lines += [f"- float32 {matmul_size} x {matmul_size} matrix multiply on the training's threads: "
@@ -196,14 +212,15 @@ def markdown(info: dict, setup: list[str], histories: dict[int, list[dict]], thr
             lines.append(f"| {t:.1%} | not reached | - | - | - | - | - |")
         else:
             per_seed = ", ".join(f"{s:.0f} s" for s in hit["seed_seconds"])
-            counted, equivalent = costs(hit["seconds"], hit["epoch"], train_images, throughput, float32_rate)
+            counted, equivalent = costs(hit["seconds"], hit["epoch"], train_images, throughput, float32_rate,
+                                        small_epochs)
             lines.append(f"| {t:.1%} | {hit['epoch']} | {hit['seconds']:.0f} s ({hit['seconds'] / 60:.1f} min) "
                          f"| {counted:.1f} | {equivalent:.1f} | {per_seed} | {hit['accuracy']:.2%} |")
     final = [rows[-1]["test_accuracy"] for rows in histories.values()]
     std = statistics.stdev(final) if len(final) > 1 else 0.0
     seconds = statistics.mean(rows[-1]["seconds"] for rows in histories.values())
     counted, equivalent = costs(seconds, min(len(rows) for rows in histories.values()), train_images, throughput,
-                                float32_rate)
+                                float32_rate, small_epochs)
     lines += ["", f"Final test accuracy: {statistics.mean(final):.2%} ± {std:.2%} over seeds "
                   f"{', '.join(map(str, histories))} ({', '.join(f'{a:.2%}' for a in final)}), "
                   f"after {seconds:.0f} s of training: {counted:.1f} TFLOP counted, {equivalent:.1f} TFLOP-eq.", ""]
@@ -247,21 +264,29 @@ def main(argv: list[str] | None = None) -> int:
     matmul = float32_rate if reference == "float32" else reference_multiply(device, args.matmul_size, reference)
     if args.from_pipeline:
         histories, trained = pipeline_histories(args.run)
-        if RunConfig.stored(trained) != cfg:
+        if RunConfig.stored(trained["config"]) != cfg:
             raise SystemExit(f"error: {train_summary_path(args.run)}: trained with another configuration "
                              f"than params.yaml's {args.run}; `dvc repro train@{args.run}` first")
-        source = f"trained by `dvc repro` (read from {train_summary_path(args.run)})"
+        source = f"{', '.join(map(str, histories))} trained by `dvc repro` (read from {train_summary_path(args.run)})"
+        extra, studies = study_histories(args.run, cfg, trained)
+        extra = {seed: rows for seed, rows in extra.items() if seed not in histories}
+        if extra:  # as the report pools them
+            histories.update(extra)
+            source += (f", {', '.join(map(str, extra))} by `fashionbench study {', '.join(studies)}` "
+                       f"on the same {trained.get('threads')} threads (read from studies/)")
     else:
-        histories, source = seed_histories(cfg, data, device, args.seeds or cfg.seeds), "trained by this command"
+        seeds = args.seeds or cfg.seeds
+        histories, source = seed_histories(cfg, data, device, seeds), f"{', '.join(map(str, seeds))} trained by this command"
     options = {k: getattr(cfg, k) for k in ("model", "width", "blocks", "epochs", "batch_size", "optimizer", "lr", "momentum",
                                    "nesterov", "weight_decay", "lr_schedule", "augment", "random_erasing",
-                                   "label_smoothing", "ema", "tta", "normalize", "precision")}
+                                   "label_smoothing", "ema", "tta", "normalize", "precision",
+                                   "progressive_size", "progressive_epochs")}
     setup = [f"command: python benchmarks/time_to_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}",
              f"run: `{args.run}` on {device}, {len(data['train_labels']):,} training images; seeds {source}",
              "configuration (params.yaml): " + ", ".join(f"{k} {v}" for k, v in options.items())]
     title = f"{cfg.model} on {'Fashion-MNIST' if cfg.dataset == 'fashion_mnist' else 'MNIST'}"
     text = markdown(info, setup, histories, throughput, matmul, args.matmul_size, reference, float32_rate,
-                    THRESHOLDS[cfg.dataset], len(data["train_labels"]), title)
+                    THRESHOLDS[cfg.dataset], len(data["train_labels"]), title, cfg.progressive_epochs)
     args.output.write_text(text)
     print(text)
     return 0

@@ -122,7 +122,7 @@ def test_a_study_of_a_tuned_run_says_what_tuning_found_under_its_table(tmp_path)
 
 # ---- the model zoo table: seeds pooled from an extra-seeds study, and the studies behind a gap ----
 
-def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=()):
+def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=(), precisions=(None, None)):
     """cnn_small-fashion_mnist: the pipeline's seed 0 at 88.0%, zoo_seeds' seeds 1 and 2 at 88.2 and 88.4."""
     import json
 
@@ -144,11 +144,14 @@ def zoo_fixture(tmp_path, study_cfg_change=None, finding=None, study_cfg_lacks=(
     trained = {**cfg, "seeds": [1, 2], **(study_cfg_change or {})}
     trained = {k: v for k, v in trained.items() if k not in study_cfg_lacks}
     metrics = {"test_accuracy": 0.883, "test_accuracy_per_seed": [0.882, 0.884], "seeds": 2, "status": "completed"}
+    if precisions[1]:  # what the study's seeds computed in (its evaluation's details)
+        metrics["precision"] = precisions[1]
     (studies_dir / "zoo_seeds.json").write_text(json.dumps({
         "study": "zoo_seeds", "extra_seeds": True, "seeds": [1, 2], "runs": ["cnn_small-fashion_mnist"], "grid": {},
         "cells": [{"experiment": "zoo_seeds-defaults", "params": {}, "configs": {"cnn_small-fashion_mnist": trained},
                    "runs": {"cnn_small-fashion_mnist": {"metrics": metrics}}}]}))
-    evals = {"cnn_small-fashion_mnist": {"test_accuracy_per_seed": [0.880]}}
+    evals = {"cnn_small-fashion_mnist": {"test_accuracy_per_seed": [0.880],
+                                         **({"precision": precisions[0]} if precisions[0] else {})}}
     run_metrics = {"cnn_small-fashion_mnist": {"test_accuracy": 0.880, "status": "completed", "seeds": 1}}
     return configs, evals, run_metrics, studies_dir
 
@@ -176,6 +179,15 @@ def test_a_study_that_trained_other_settings_is_left_out_and_named(tmp_path):
     lines = zoo_lines(tmp_path, study_cfg_change={"epochs": 5})
     assert zoo_row(lines)[5:7] == ["88.00", "1"]
     assert any("`fashionbench study zoo_seeds` trained it with other settings" in line for line in lines)
+
+
+def test_a_study_whose_seeds_computed_in_another_precision_is_left_out_and_named(tmp_path):
+    # precision auto is bf16 autocast on one CPU and float32 on another: the same settings, other arithmetic.
+    lines = zoo_lines(tmp_path, precisions=("bf16 autocast", "float32"))
+    assert zoo_row(lines)[5:7] == ["88.00", "1"]
+    assert any("`fashionbench study zoo_seeds` trained it with other settings" in line for line in lines)
+    (tmp_path / "same").mkdir()
+    assert zoo_row(zoo_lines(tmp_path / "same", precisions=("bf16 autocast", "bf16 autocast")))[5:7] == ["88.20 ± 0.20", "3"]
 
 
 def test_a_study_stored_before_a_key_existed_trained_as_its_old_behaviour(tmp_path):
@@ -225,10 +237,12 @@ def test_a_fast_runs_setup_names_the_options_it_turns_on_and_no_others():
 
     from conftest import REPO
 
-    cfg = dict(load_params(REPO / "params.yaml")["runs"]["resnet_fast-mnist"], blocks=[0, 1, 2], epochs=21)
+    cfg = dict(load_params(REPO / "params.yaml")["runs"]["resnet_fast-mnist"], lr=0.1, blocks=[0, 1, 2], epochs=21,
+               random_erasing=0.0, warmup_epochs=0, progressive_epochs=0)
     text = fast_setup_text(cfg)
     assert text.startswith("sgd nesterov 0.1, 21 epochs, batch 256, width 16, blocks [0, 1, 2], inputs standard")
-    assert "erasing" not in text and "warm-up" not in text  # off in this run
+    assert "erasing" not in text and "warm-up" not in text and " px" not in text  # off in this run
+    assert fast_setup_text({**cfg, "progressive_size": 20, "progressive_epochs": 9}).endswith(", 9 epochs at 20 px")
 
 
 # ---- beyond the write-ups: the strong runs' seeds pooled from an extra-seeds study too ----

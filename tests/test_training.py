@@ -157,6 +157,13 @@ def test_precision_auto_puts_only_convolutions_in_bf16_and_only_on_bf16_hardware
     assert fast_paths(build_model("mlp_512"), cpu, "auto") == (False, False)
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(True, False, True), (False, True, True), (False, False, False)])
+def test_a_cpu_multiplies_bf16_natively_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert runtime.bf16_native(torch.device("cpu")) is native
+
+
 def test_precision_float32_and_bf16_hold_on_any_hardware(monkeypatch):
     monkeypatch.setattr(runtime, "bf16_native", lambda device: True)
     cpu = torch.device("cpu")

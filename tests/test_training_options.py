@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fashionbench.core.config import ConfigError, validate
+from fashionbench.core import engine
 from fashionbench.core.engine import predict, train_seed
 from fashionbench.core.models import Standardize, build_model, model_from_config
 from fashionbench.core.recipe import (
@@ -40,7 +41,8 @@ def augmented(images: torch.Tensor, cfg: dict, seed: int = 0) -> torch.Tensor:
 def test_every_option_is_off_by_default():
     cfg = config()
     assert (cfg.normalize, cfg.augment, cfg.random_erasing, cfg.label_smoothing, cfg.lr_schedule,
-            cfg.warmup_epochs, cfg.ema, cfg.tta) == ("none", "none", 0.0, 0.0, "constant", 0, None, "none")
+            cfg.warmup_epochs, cfg.ema, cfg.tta, cfg.progressive_size, cfg.progressive_epochs) == (
+        "none", "none", 0.0, 0.0, "constant", 0, None, "none", None, 0)
 
 
 def test_a_crop_is_a_window_of_the_image_padded_by_two():
@@ -225,7 +227,8 @@ def test_the_options_together_train_resnet_fast_and_resume_bit_for_bit(tiny_data
     params = base_params()
     params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 3,
                             "batch_size": 64, "normalize": "standard", "augment": "crop_flip", "random_erasing": 0.5,
-                            "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": "flip_shift"}}
+                            "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": "flip_shift",
+                            "progressive_size": 20, "progressive_epochs": 2}}
     cfg, cpu = validate(params)["runs"]["r"], torch.device("cpu")
     whole = train_seed(cfg, tiny_data, 0, cpu, progress=False)
 
@@ -244,3 +247,49 @@ def test_the_options_together_train_resnet_fast_and_resume_bit_for_bit(tiny_data
     expected, got = whole["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert all(math.isfinite(r["train_loss"]) for r in whole["history"])
+
+
+def resnet_config(**overrides):
+    params = base_params()
+    params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "batch_size": 64,
+                            **overrides}}
+    return validate(params)["runs"]["r"]
+
+
+def test_progressive_resizing_is_refused_for_a_model_that_takes_28_pixels_only():
+    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.progressive_size: model mlp_64 takes 28x28 "
+                                          r"images only \(models that train at other sizes: resnet_fast\); set it to null$"):
+        config(progressive_size=20, progressive_epochs=2)
+
+
+def test_progressive_epochs_need_a_size_and_the_size_is_bounded():
+    with pytest.raises(ConfigError, match=r"^runs.r.progressive_epochs: needs progressive_size .*got null$"):
+        resnet_config(progressive_epochs=2)
+    with pytest.raises(ConfigError, match=r"^runs.r.progressive_size: expected <= 27, got 28$"):
+        resnet_config(progressive_size=28)
+
+
+def test_progressive_epochs_train_on_smaller_images_and_the_rest_at_28(tiny_data, monkeypatch):
+    cfg = resnet_config(epochs=3, progressive_size=20, progressive_epochs=2)
+    sizes, evaluating = [], []
+    monkeypatch.setattr(engine, "evaluate_split", lambda *a, **k: evaluating.append(True) or {"loss": 1.0, "accuracy": 0.5})
+    real_step = engine.train_step
+
+    def step(model, optimizer, x, y, cfg, amp=False):
+        sizes.append((len(evaluating), tuple(x.shape[-2:])))
+        return real_step(model, optimizer, x, y, cfg, amp)
+
+    monkeypatch.setattr(engine, "train_step", step)
+    train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)
+    evaluations = 2  # val and test after each epoch
+    assert {size for done, size in sizes if done < 2 * evaluations} == {(20, 20)}
+    assert {size for done, size in sizes if done == 2 * evaluations} == {(28, 28)}
+
+
+def test_the_curves_are_single_view_and_the_last_epoch_averages_the_tta_views(tiny_data, monkeypatch):
+    cfg = resnet_config(epochs=3, tta="flip_shift")
+    views = []
+    real = engine.evaluate_split
+    monkeypatch.setattr(engine, "evaluate_split", lambda *a, **k: views.append(a[-1]) or real(*a, **k))
+    train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)
+    assert views == ["none", "none", "none", "none", "flip_shift", "flip_shift"]  # val and test per epoch

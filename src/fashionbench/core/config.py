@@ -124,7 +124,8 @@ def validate_run(name: str, entry: Any, defaults: TrainingSettings, datasets: li
 
 def check_training_options(where: str, entry: dict, cfg: RunConfig) -> None:
     """The options that only make sense together: flips on garments, smoothing on cross-entropy,
-    a warm-up within a cosine schedule (a warm-up longer than a smoke run is cut to the run)."""
+    a warm-up within a cosine schedule (a warm-up longer than a smoke run is cut to the run),
+    smaller images only for a model that takes them."""
     def origin(key):
         return where + key if key in entry else key
 
@@ -139,6 +140,14 @@ def check_training_options(where: str, entry: dict, cfg: RunConfig) -> None:
         raise ConfigError(f"{origin('label_smoothing')}: needs loss cross_entropy, got {cfg.loss}")
     if cfg.warmup_epochs and cfg.lr_schedule != "cosine":
         raise ConfigError(f"{origin('warmup_epochs')}: a warm-up is part of lr_schedule cosine, got {cfg.lr_schedule}")
+    if cfg.progressive_epochs and cfg.progressive_size is None:
+        raise ConfigError(f"{origin('progressive_epochs')}: needs progressive_size (the pixels those epochs train at), "
+                          "got null")
+    from fashionbench.core.models import ANY_IMAGE_SIZE
+
+    if cfg.progressive_size is not None and cfg.model not in ANY_IMAGE_SIZE:
+        raise ConfigError(f"{origin('progressive_size')}: model {cfg.model} takes 28x28 images only "
+                          f"(models that train at other sizes: {', '.join(ANY_IMAGE_SIZE)}); set it to null")
 
 
 def check_feasible(where: str, entry: dict, cfg: RunConfig, preprocess: Preprocess | None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fashionbench.core.checkpoint import load_state, save_state
@@ -73,10 +74,11 @@ def train_step(model, optimizer, x, y, cfg, amp: bool = False) -> tuple[torch.Te
 
 
 def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=False,
-                scheduler=None, ema=None, draws: dict[str, torch.Tensor] | None = None):
+                scheduler=None, ema=None, draws: dict[str, torch.Tensor] | None = None, size: int | None = None):
     """One pass over (already shuffled) uint8 images in batches of cfg.batch_size, with the
     run's augmentation (`draws`, in the images' order), per-step schedule and weight average
-    where it has them.
+    where it has them. With `size`, each augmented batch is downscaled to size x size pixels
+    (progressive resizing: bilinear, antialiased) before the model sees it.
 
     Returns (summed loss, correct count) as device tensors: nothing here waits for the device.
     """
@@ -88,6 +90,9 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
         if draws is not None:
             batch = augment_batch(batch, cfg, {name: d[i:i + bs] for name, d in draws.items()})
         x = to_input(batch, channels_last)
+        if size is not None:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         batch_loss, batch_correct = train_step(model, optimizer, x, labels[i:i + bs], cfg, amp)
         if scheduler is not None:
             scheduler.step()
@@ -190,19 +195,23 @@ def train_seed(cfg: RunConfig, data: dict[str, torch.Tensor], seed: int, device:
         else:  # the same order every epoch; the generator is not drawn from
             images, labels = train_x, train_y
         draws = augmentation_draws(n, cfg, augment_rng, device) if augment_rng is not None else None
+        size = cfg.progressive_size if epoch <= cfg.progressive_epochs else None
         loss_sum, correct = train_epoch(model, optimizer, images, labels, cfg, amp, channels_last,
-                                        scheduler, ema, draws)
+                                        scheduler, ema, draws, size)
         train_loss = float(loss_sum) / n  # the one host sync of the epoch: the device is done
         seconds += time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": int(correct) / n}
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
+        # The curves are single-view: test-time augmentation's views (6 for flip_shift, a third of
+        # an epoch's training work) only for the last epoch, whose numbers the run reports.
+        views = tta if epoch == cfg.epochs or status == "diverged" else "none"
         if has_val:
             val = evaluate_split(evaluated(), data["val_images"], data["val_labels"], cfg.loss, eval_bs,
-                                 cfg.precision, tta)
+                                 cfg.precision, views)
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         test = evaluate_split(evaluated(), data["test_images"], data["test_labels"], cfg.loss, eval_bs,
-                              cfg.precision, tta)
+                              cfg.precision, views)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=seconds)
         history.append(row)
         bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test['accuracy']:.4f}")

@@ -70,7 +70,8 @@ def evaluate_run(cfg: RunConfig, device, trained: dict) -> dict:
     return {"metrics": headline_metrics(trained, accs, [s["loss"] for s in per_seed]),
             "details": {
                 "run": cfg.name, "model": cfg.model, "dataset": cfg.dataset,
-                "status": trained["status"],
+                "status": trained["status"], "precision": trained.get("precision", "float32"),
+                "threads": trained.get("threads"),
                 "diverged_epoch": min((s["diverged_epoch"] for s in trained["seeds"] if s["diverged_epoch"]),
                                       default=None),
                 "seeds": len(accs), "test_accuracy_per_seed": accs, "parameters": trained["parameters"],

@@ -203,6 +203,7 @@ ZOO = {
 RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride", "blocks")
 
 
+ANY_IMAGE_SIZE = ("resnet_fast",)  # global pooling before the head: trains at other sizes (progressive_size)
 BEYOND_WRITEUPS = ("resnet_fast",)  # not from a write-up: fashionbench's own
 
 

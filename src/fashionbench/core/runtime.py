@@ -152,7 +152,7 @@ def fast_paths(model: nn.Module, device: torch.device, precision: str = "auto") 
     Convolutions run in NHWC (channels_last) layout on both devices: oneDNN's CPU kernels
     and cuDNN's tensor-core kernels are fastest there, and max pooling vectorises over
     channels. precision 'auto' also runs convolutional models in bf16 autocast where the
-    hardware multiplies bf16 natively: a CUDA GPU with bf16, or a CPU with AMX. MLPs stay
+    hardware multiplies bf16 natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX. MLPs stay
     float32 under 'auto' (bf16 gains them little: benchmarks/RESULTS.md).
     'float32' is exact everywhere; 'bf16' forces autocast for every model.
     """
@@ -179,8 +179,10 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # what PyTorch's own tests check
-        return bool(amx and amx())
+        # AVX-512 BF16 (AMD EPYC from Zen 4, Intel from Cooper Lake) or AMX (Intel from Sapphire
+        # Rapids): oneDNN's bf16 kernels; what PyTorch's own tests check.
+        checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(check is not None and check() for check in checks)
     return False
 
 

@@ -147,6 +147,10 @@ class TrainingSettings(BaseModel):
     warmup_epochs: Annotated[int, number(lo=0, integer=True)]
     ema: Annotated[float | None, number(lo=0, lo_open=True, hi=1, hi_open=True, nullable=True)]
     tta: Annotated[str, choice(TTA_MODES)]
+    # Progressive resizing: the first progressive_epochs train on images downscaled to
+    # progressive_size pixels (models with global pooling only); evaluation is always at 28.
+    progressive_size: Annotated[int | None, number(lo=8, hi=27, integer=True, nullable=True)]
+    progressive_epochs: Annotated[int, number(lo=0, integer=True)]
     # The training set: null trains on the prepared split (preprocess.val_fraction held out); a
     # number re-splits every training image, 0 trains on all of them (as write-ups 000-002 and 004).
     val_fraction: Annotated[float | None, number(lo=0, hi=1, hi_open=True, nullable=True)]
@@ -163,6 +167,7 @@ BEFORE_KEY_EXISTED = {
     "depth": None, "width": None, "activation": None, "dropout": None, "patch_stride": None, "blocks": None,
     "normalize": "none", "augment": "none", "random_erasing": 0.0, "label_smoothing": 0.0,
     "lr_schedule": "constant", "warmup_epochs": 0, "ema": None, "tta": "none",
+    "progressive_size": None, "progressive_epochs": 0,
 }
 
 

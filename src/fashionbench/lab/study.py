@@ -18,7 +18,7 @@ import time
 from fashionbench.core.catalogue import CATALOGUE_FILE, Study, load_studies
 from fashionbench.core.config import ConfigError
 from fashionbench.core.files import write_json
-from fashionbench.core.paths import evaluation_path, metrics_path, study_path
+from fashionbench.core.paths import evaluation_path, metrics_path, study_path, train_summary_path
 from fashionbench.core.runtime import THREADS_ENV, available_cores, fixed_threads
 from fashionbench.lab.dvc_experiments import ExperimentsError, dvc, exp_show, experiments_of
 from fashionbench.lab.grid import cell_name, cells, overrides, parse_value
@@ -125,9 +125,11 @@ def collect(study: Study, queued, baseline: str) -> list[dict]:
             ok = found["state"] == "success" and found["metrics"].get(metrics_path(run).as_posix()) is not None
             metrics = read_committed_json(metrics_path(run).as_posix(), found["rev"]) if ok else None
             details = read_committed_json(evaluation_path(run).as_posix(), found["rev"]) if metrics else None
+            trained = read_committed_json(train_summary_path(run).as_posix(), found["rev"]) if metrics else None
             row["runs"][run] = {"metrics": run_result(metrics, details),
                                 "confusion_matrix": (details or {}).get("confusion_matrix"),
-                                "class_names": (details or {}).get("class_names")}
+                                "class_names": (details or {}).get("class_names"),
+                                "history": (trained or {}).get("history")}
         results.append(row)
     return results
 

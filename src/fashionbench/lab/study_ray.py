@@ -44,7 +44,8 @@ def train_and_evaluate_cell(params: dict, runs: list[str], repo: str, threads: i
                 result = evaluate_run(cfg, device, trained)
                 rows[run] = {"metrics": run_result(result["metrics"], result["details"]),
                              "confusion_matrix": result["details"]["confusion_matrix"],
-                             "class_names": result["details"]["class_names"]}
+                             "class_names": result["details"]["class_names"],
+                             "history": trained["history"]}
         finally:
             os.chdir(previous)
     return rows

@@ -46,6 +46,15 @@ def smoke_settings(params: dict, raw: dict | None = None) -> list[str]:
 SAME_RUN_IGNORES = ("seed", "seeds", "eval_batch_size")  # keys that do not change what a seed trains
 
 
+def trained_as_now(trained: dict, cfg: dict, trained_precision: str | None, precision: str | None) -> bool:
+    """Whether a stored config (a study cell's) trains what params.yaml's `cfg` trains now, seeds
+    aside, in the same arithmetic: precision 'auto' resolves per machine, so the precisions the
+    two actually computed in (train.json's, "float32" for records from before it was kept) must agree."""
+    return (all(trained.get(k, BEFORE_KEY_EXISTED.get(k)) == cfg.get(k)
+                for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES)
+            and (trained_precision or "float32") == (precision or "float32"))
+
+
 def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studies_dir: Path) -> dict[str, dict]:
     """run -> {seed: test accuracy} over the run's own seeds and those of every extra-seeds study
     (catalogue `extra_seeds: true`) whose cell trained the run as params.yaml has it now; a study
@@ -63,8 +72,7 @@ def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studie
                 m = (cell["runs"].get(run) or {}).get("metrics") if trained else None
                 if not m:
                     continue
-                if any(trained.get(k, BEFORE_KEY_EXISTED.get(k)) != cfg.get(k)
-                       for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES):
+                if not trained_as_now(trained, cfg, m.get("precision"), ev.get("precision")):
                     stale.append(study["study"])
                     continue
                 for seed, acc in zip(study["seeds"], m.get("test_accuracy_per_seed") or []):
@@ -135,7 +143,7 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
 FAST_OPTIONS = (("width", "width {}"), ("blocks", "blocks {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
                 ("random_erasing", "erasing {}"), ("label_smoothing", "label smoothing {}"),
                 ("lr_schedule", "{} schedule"), ("warmup_epochs", "{} warm-up epochs"), ("ema", "EMA {}"),
-                ("tta", "{} TTA"), ("weight_decay", "wd {}"))
+                ("tta", "{} TTA"), ("weight_decay", "wd {}"), ("progressive_epochs", "{} epochs at {progressive_size} px"))
 
 
 OFF = (None, False, 0, 0.0, "none", "constant")
@@ -143,7 +151,7 @@ OFF = (None, False, 0, 0.0, "none", "constant")
 
 def fast_setup_text(cfg: dict) -> str:
     optimizer = cfg["optimizer"] + (" nesterov" if cfg["nesterov"] else "")
-    options = [text.format(cfg[key]) for key, text in FAST_OPTIONS if cfg.get(key) not in OFF]
+    options = [text.format(cfg[key], **cfg) for key, text in FAST_OPTIONS if cfg.get(key) not in OFF]
     return ", ".join([f"{optimizer} {cfg['lr']:g}, {cfg['epochs']} epochs, batch {cfg['batch_size']}", *options])
 
 
