@@ -20,15 +20,25 @@ os.environ.setdefault("FASHIONBENCH_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch in the test processes themselves, before it is imported
 
 
+# The end-to-end modules that take longest, longest first (their summed test times under the full
+# suite, 2-core AMD EPYC, 2026-12-07): started last, one of them would finish alone after the rest.
+LONGEST_END_TO_END = ("test_pipeline_trust.py", "test_mlflow.py", "test_pipeline.py", "test_same_bytes_under_load.py",
+                      "test_run_lifecycle.py", "test_mlflow_layout.py")
+
+
 def pytest_collection_modifyitems(items):
     """The order pytest-xdist hands modules out in (`make test`: `--dist loadscope
     --no-loadscope-reorder`): the Ray parts first (minutes each, mostly waiting on Ray), so they
     run beside everything else; then the quick modules, one of which xdist queues behind each
-    Ray part; then the end-to-end modules, which keep the other workers busy to the end."""
-    def rank(item) -> int:
-        if Path(str(item.fspath)).name == "test_ray.py":
-            return 0
-        return 2 if item.get_closest_marker("slow") else 1
+    Ray part; then the end-to-end modules, the longest first, which keep the other workers busy
+    to the end."""
+    def rank(item) -> tuple[int, int]:
+        name = Path(str(item.fspath)).name
+        if name == "test_ray.py":
+            return 0, 0
+        if not item.get_closest_marker("slow"):
+            return 1, 0
+        return 2, LONGEST_END_TO_END.index(name) if name in LONGEST_END_TO_END else len(LONGEST_END_TO_END)
 
     items.sort(key=rank)  # stable: each module keeps its own order
 
