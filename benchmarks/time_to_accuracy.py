@@ -143,9 +143,10 @@ def pipeline_histories(run: str) -> tuple[dict[int, list[dict]], dict]:
     return {int(seed): rows for seed, rows in summary["history"].items()}, summary
 
 
-def study_histories(run: str, cfg: RunConfig, trained: dict) -> tuple[dict[int, list[dict]], list[str]]:
-    """The run's extra seeds that an extra-seeds study trained as params.yaml has it now (the seeds
-    the report pools) on the pipeline's thread count, so their seconds compare; and those studies."""
+def study_histories(run: str, cfg: RunConfig, trained: dict, have: set[int]) -> tuple[dict[int, list[dict]], list[str]]:
+    """The run's extra seeds (not in `have`) that an extra-seeds study trained as params.yaml has it
+    now (the seeds the report pools) on the pipeline's thread count, so their seconds compare; and
+    the studies they came from."""
     from fashionbench.report.zoo import trained_as_now
 
     found, names = {}, []
@@ -154,11 +155,13 @@ def study_histories(run: str, cfg: RunConfig, trained: dict) -> tuple[dict[int, 
         for cell in study["cells"] if study.get("extra_seeds") else []:
             entry, stored = cell["runs"].get(run) or {}, (cell.get("configs") or {}).get(run)
             m = entry.get("metrics") or {}
-            if (stored and entry.get("history") and m.get("threads") == trained.get("threads")
+            if (stored and entry.get("history") and m.get("threads") is not None
+                    and m.get("threads") == trained.get("threads")
                     and trained_as_now(stored, cfg.as_dict(), m.get("precision"), trained.get("precision"))):
                 for seed, rows in entry["history"].items():
-                    found.setdefault(int(seed), rows)
-                names.append(study["study"])
+                    if int(seed) not in found and int(seed) not in have:
+                        found[int(seed)] = rows
+                        names += [study["study"]] if study["study"] not in names else []
     return found, names
 
 
@@ -268,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {train_summary_path(args.run)}: trained with another configuration "
                              f"than params.yaml's {args.run}; `dvc repro train@{args.run}` first")
         source = f"{', '.join(map(str, histories))} trained by `dvc repro` (read from {train_summary_path(args.run)})"
-        extra, studies = study_histories(args.run, cfg, trained)
-        extra = {seed: rows for seed, rows in extra.items() if seed not in histories}
+        extra, studies = study_histories(args.run, cfg, trained, set(histories))
         if extra:  # as the report pools them
             histories.update(extra)
             source += (f", {', '.join(map(str, extra))} by `fashionbench study {', '.join(studies)}` "

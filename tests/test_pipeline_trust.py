@@ -124,6 +124,13 @@ def test_a_forced_preprocess_on_the_same_data_leaves_training_up_to_date(repo):
 
 def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(repo):
     edit_params(repo, lambda p: p["runs"][RUN].update(epochs=20, batch_size=4))
+    try:
+        killed_then_resumed(repo)
+    finally:
+        run(repo, "git", "checkout", "params.yaml")  # the module's later tests train the committed params
+
+
+def killed_then_resumed(repo) -> None:
     run(repo, "dvc", "repro", "--force", f"train@{RUN}")  # uninterrupted
     uninterrupted = (repo / "models" / RUN / "seed0.safetensors").read_bytes()
     history = json.loads((repo / "models" / RUN / "train.json").read_text())["history"]["0"]
@@ -156,7 +163,6 @@ def test_a_training_killed_mid_run_resumes_at_its_epoch_and_ends_bit_identical(r
     attempts = sorted(mlflow_runs(repo, dvc_run=RUN), key=lambda r: r.info.start_time)[-2:]
     assert [r.info.status for r in attempts] == ["KILLED", "FINISHED"]
     assert attempts[1].data.tags["resumed_from_run"] == attempts[0].info.run_id
-    run(repo, "git", "checkout", "params.yaml")
 
 
 # ---- the MLflow Model Registry after the pipeline, and `mlflow models serve` of the champion ----
@@ -174,6 +180,7 @@ def registry_repo(repo):
     import mlflow
 
     root, mp = repo, pytest.MonkeyPatch()
+    assert run(root, "git", "status", "--porcelain", "params.yaml").stdout == ""  # the params the pipeline ran
     # What registers a version: a training and its evaluation (download, preprocess and the report
     # would only repeat themselves).
     run(root, "dvc", "repro", "--force", "--single-item", *(f"{stage}@{name}" for name in (FASHION, DIGITS)

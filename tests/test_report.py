@@ -190,6 +190,11 @@ def test_a_study_whose_seeds_computed_in_another_precision_is_left_out_and_named
     assert zoo_row(zoo_lines(tmp_path / "same", precisions=("bf16 autocast", "bf16 autocast")))[5:7] == ["88.20 ± 0.20", "3"]
 
 
+def test_a_runs_unknown_precision_pools_the_studys_seeds(tmp_path):
+    # an evaluation from before the precision was recorded: nothing to compare, as for any other key
+    assert zoo_row(zoo_lines(tmp_path, precisions=(None, "bf16 autocast")))[5:7] == ["88.20 ± 0.20", "3"]
+
+
 def test_a_study_stored_before_a_key_existed_trained_as_its_old_behaviour(tmp_path):
     # zoo_seeds ran before `shuffle` existed, and every run reshuffled then, as shuffle: true does now.
     assert zoo_row(zoo_lines(tmp_path, study_cfg_lacks=("shuffle",)))[5:7] == ["88.20 ± 0.20", "3"]

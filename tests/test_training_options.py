@@ -269,6 +269,21 @@ def test_progressive_epochs_need_a_size_and_the_size_is_bounded():
         resnet_config(progressive_size=28)
 
 
+def test_progressive_epochs_leave_at_least_the_last_epoch_at_28_pixels():
+    with pytest.raises(ConfigError, match=r"^runs.r.progressive_epochs: expected fewer than epochs \(3\), so that the "
+                                          r"last epochs train at the 28 px the model is tested at, got 3$"):
+        resnet_config(epochs=3, progressive_size=20, progressive_epochs=3)
+
+
+@pytest.mark.parametrize("max_epochs, expected", [(1, 0), (5, 4), (30, 9)])
+def test_a_smoke_runs_epoch_cap_still_ends_at_28_pixels(max_epochs, expected):
+    params = base_params()
+    params["max_epochs"] = max_epochs
+    params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 18,
+                            "progressive_size": 20, "progressive_epochs": 9}}
+    assert validate(params)["runs"]["r"].progressive_epochs == expected
+
+
 def test_progressive_epochs_train_on_smaller_images_and_the_rest_at_28(tiny_data, monkeypatch):
     cfg = resnet_config(epochs=3, progressive_size=20, progressive_epochs=2)
     sizes, evaluating = [], []

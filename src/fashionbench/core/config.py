@@ -95,8 +95,16 @@ def validate_run(name: str, entry: Any, defaults: TrainingSettings, datasets: li
     model = check_model(where + "model", entry["model"])
     if entry["dataset"] not in datasets:
         raise ConfigError(f"{where}dataset: expected one of the datasets list ({', '.join(datasets)}), got {entry['dataset']!r}")
+    progressive, own_epochs = values.get("progressive_epochs"), values.get("epochs")
+    if (all(isinstance(v, int) and not isinstance(v, bool) for v in (progressive, own_epochs))
+            and 0 < own_epochs <= progressive):
+        origin = where + "progressive_epochs" if "progressive_epochs" in entry else "progressive_epochs"
+        raise ConfigError(f"{origin}: expected fewer than epochs ({own_epochs}), so that the last epochs train at "
+                          f"the 28 px the model is tested at, got {progressive}")
     if values["max_epochs"] is not None:  # smoke runs: one cap over every run's own epochs
         values["epochs"] = min(values["epochs"], values["max_epochs"])
+        if isinstance(progressive, int) and progressive >= values["epochs"]:  # a smoke run still ends at 28 px
+            values["progressive_epochs"] = values["epochs"] - 1
     values["seeds"] = values["seeds"] or [values["seed"]]
     # A run's own val_fraction re-splits with the pipeline's split seed.
     cfg = RunConfig(**values, name=name, model=model, dataset=entry["dataset"],

@@ -46,13 +46,19 @@ def smoke_settings(params: dict, raw: dict | None = None) -> list[str]:
 SAME_RUN_IGNORES = ("seed", "seeds", "eval_batch_size")  # keys that do not change what a seed trains
 
 
+STORED_PRECISION = {"float32": "float32", "bf16": "bf16 autocast", "auto": "float32"}
+
+
 def trained_as_now(trained: dict, cfg: dict, trained_precision: str | None, precision: str | None) -> bool:
     """Whether a stored config (a study cell's) trains what params.yaml's `cfg` trains now, seeds
-    aside, in the same arithmetic: precision 'auto' resolves per machine, so the precisions the
-    two actually computed in (train.json's, "float32" for records from before it was kept) must agree."""
+    aside, in the same arithmetic: precision 'auto' resolves per machine, so the precisions the two
+    actually computed in (train.json's) must agree where the run's is known. A record from before
+    it was kept computed in what its precision setting forces ('auto': float32, as on the CPUs
+    without AMX those records came from)."""
+    trained_precision = trained_precision or STORED_PRECISION.get(trained.get("precision", "auto"))
     return (all(trained.get(k, BEFORE_KEY_EXISTED.get(k)) == cfg.get(k)
                 for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES)
-            and (trained_precision or "float32") == (precision or "float32"))
+            and (precision is None or trained_precision == precision))
 
 
 def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studies_dir: Path) -> dict[str, dict]:
@@ -122,7 +128,8 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
         else:
             ours, std, n = m.get("test_accuracy"), m.get("test_accuracy_std") or 0.0, m.get("seeds", 1)
         for study in (pooled or {}).get(run, {}).get("stale", []):
-            notes.append(f"- {run}: `fashionbench study {study}` trained it with other settings than params.yaml's; "
+            notes.append(f"- {run}: `fashionbench study {study}` trained it with other settings than params.yaml's "
+                         "or in another precision; "
                          "its seeds are left out until the study is run again.")
         ours_text = pct(ours, std) + status_text(m)
         if ref and ours is not None:
@@ -186,7 +193,8 @@ def beyond_writeups_section(metrics: dict[str, dict | None], configs: dict[str, 
                      f"{best_text} | {diff} |")
     stale = sorted({study for run in runs for study in (pooled or {}).get(run, {}).get("stale", [])})
     for study in stale:
-        lines += ["", f"`fashionbench study {study}` trained these runs with other settings than params.yaml's; "
+        lines += ["", f"`fashionbench study {study}` trained these runs with other settings than params.yaml's "
+                      "or in another precision; "
                       "its seeds are left out until the study is run again."]
     return lines + [""]
 
