@@ -40,12 +40,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from train_speed import machine  # this directory's other benchmark: the same machine description
 
 from fashionbench.core.config import run_config
-from fashionbench.core.engine import set_input_statistics, train_epoch, train_seed, train_step
+from fashionbench.core.engine import downscaled, set_input_statistics, train_epoch, train_seed, train_step
 from fashionbench.core.models import model_from_config
 from fashionbench.core.paths import STUDIES_DIR, train_summary_path
 from fashionbench.core.recipe import augmentation_draws, make_ema, make_optimizer, make_scheduler
@@ -107,8 +106,7 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     x = to_input(images[:bs], channels_last)
     flops = step_flops(cfg, model, optimizer, x, labels[:bs], amp)
     small = cfg.progressive_size  # progressive resizing's first epochs: fewer pixels, fewer FLOPs
-    flops_small = step_flops(cfg, model, optimizer, F.interpolate(x, size=(small, small), mode="bilinear",
-                                                                  antialias=True), labels[:bs], amp) if small else flops
+    flops_small = step_flops(cfg, model, optimizer, downscaled(x, small, channels_last), labels[:bs], amp) if small else flops
 
     def run(first: int, count: int):
         part = slice(first * bs, (first + count) * bs)
@@ -147,21 +145,18 @@ def study_histories(run: str, cfg: RunConfig, trained: dict, have: set[int]) -> 
     """The run's extra seeds (not in `have`) that an extra-seeds study trained as params.yaml has it
     now (the seeds the report pools) on the pipeline's thread count, so their seconds compare; and
     the studies they came from."""
-    from fashionbench.report.zoo import trained_as_now
+    from fashionbench.report.zoo import extra_seed_cells, trained_as_now
 
     found, names = {}, []
-    for path in sorted(STUDIES_DIR.glob("*.json")):
-        study = json.loads(path.read_text())
-        for cell in study["cells"] if study.get("extra_seeds") else []:
-            entry, stored = cell["runs"].get(run) or {}, (cell.get("configs") or {}).get(run)
-            m = entry.get("metrics") or {}
-            if (stored and entry.get("history") and m.get("threads") is not None
-                    and m.get("threads") == trained.get("threads")
-                    and trained_as_now(stored, cfg.as_dict(), m.get("precision"), trained.get("precision"))):
-                for seed, rows in entry["history"].items():
-                    if int(seed) not in found and int(seed) not in have:
-                        found[int(seed)] = rows
-                        names += [study["study"]] if study["study"] not in names else []
+    for study, runs in extra_seed_cells(STUDIES_DIR):
+        stored, entry = runs.get(run, ({}, {}))
+        m = entry.get("metrics") or {}
+        if (entry.get("history") and m.get("threads") is not None and m.get("threads") == trained.get("threads")
+                and trained_as_now(stored, cfg.as_dict(), m.get("precision"), trained.get("precision"))):
+            for seed, rows in entry["history"].items():
+                if int(seed) not in found and int(seed) not in have:
+                    found[int(seed)] = rows
+                    names += [study["study"]] if study["study"] not in names else []
     return found, names
 
 

@@ -73,6 +73,13 @@ def train_step(model, optimizer, x, y, cfg, amp: bool = False) -> tuple[torch.Te
     return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
 
 
+def downscaled(x: torch.Tensor, size: int, channels_last: bool = False) -> torch.Tensor:
+    """A float batch (N, 1, 28, 28) at size x size pixels, bilinear and antialiased: progressive
+    resizing's input, in the model's layout."""
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=False,
                 scheduler=None, ema=None, draws: dict[str, torch.Tensor] | None = None, size: int | None = None):
     """One pass over (already shuffled) uint8 images in batches of cfg.batch_size, with the
@@ -91,8 +98,7 @@ def train_epoch(model, optimizer, images, labels, cfg, amp=False, channels_last=
             batch = augment_batch(batch, cfg, {name: d[i:i + bs] for name, d in draws.items()})
         x = to_input(batch, channels_last)
         if size is not None:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            x = downscaled(x, size, channels_last)
         batch_loss, batch_correct = train_step(model, optimizer, x, labels[i:i + bs], cfg, amp)
         if scheduler is not None:
             scheduler.step()

@@ -53,36 +53,44 @@ def trained_as_now(trained: dict, cfg: dict, trained_precision: str | None, prec
     """Whether a stored config (a study cell's) trains what params.yaml's `cfg` trains now, seeds
     aside, in the same arithmetic: precision 'auto' resolves per machine, so the precisions the two
     actually computed in (train.json's) must agree where the run's is known. A record from before
-    it was kept computed in what its precision setting forces ('auto': float32, as on the CPUs
-    without AMX those records came from)."""
+    it was kept computed in what its precision setting forces ('auto': float32, what it was on
+    every CPU without native bf16)."""
     trained_precision = trained_precision or STORED_PRECISION.get(trained.get("precision", "auto"))
     return (all(trained.get(k, BEFORE_KEY_EXISTED.get(k)) == cfg.get(k)
                 for k in set(trained) | set(cfg) if k not in SAME_RUN_IGNORES)
             and (precision is None or trained_precision == precision))
 
 
+def extra_seed_cells(studies_dir: Path):
+    """The results of the extra-seeds studies (catalogue `extra_seeds: true`), as
+    (study, {run: (its stored config, its results)}) for each cell that trained and evaluated runs."""
+    for path in sorted(studies_dir.glob("*.json")):
+        study = read_json(path)
+        for cell in study["cells"] if study.get("extra_seeds") else []:
+            configs = cell.get("configs") or {}
+            yield study, {run: (configs[run], entry) for run, entry in cell["runs"].items()
+                          if run in configs and (entry or {}).get("metrics")}
+
+
 def pooled_seeds(configs: dict[str, dict], evals: dict[str, dict | None], studies_dir: Path) -> dict[str, dict]:
     """run -> {seed: test accuracy} over the run's own seeds and those of every extra-seeds study
-    (catalogue `extra_seeds: true`) whose cell trained the run as params.yaml has it now; a study
-    that trained it otherwise is named in "stale" instead."""
-    studies = [read_json(p) for p in sorted(studies_dir.glob("*.json"))]
-    studies = [s for s in studies if s.get("extra_seeds")]
+    whose cell trained the run as params.yaml has it now; a study that trained it otherwise is
+    named in "stale" instead."""
+    cells = list(extra_seed_cells(studies_dir))
     pooled = {}
     for run, cfg in configs.items():
         ev = evals.get(run) or {}
         found = dict(zip(cfg["seeds"], ev.get("test_accuracy_per_seed") or []))
         stale = []
-        for study in studies:
-            for cell in study["cells"]:
-                trained = (cell.get("configs") or {}).get(run)
-                m = (cell["runs"].get(run) or {}).get("metrics") if trained else None
-                if not m:
-                    continue
-                if not trained_as_now(trained, cfg, m.get("precision"), ev.get("precision")):
-                    stale.append(study["study"])
-                    continue
-                for seed, acc in zip(study["seeds"], m.get("test_accuracy_per_seed") or []):
-                    found.setdefault(seed, acc)
+        for study, runs in cells:
+            if run not in runs:
+                continue
+            trained, m = runs[run][0], runs[run][1]["metrics"]
+            if not trained_as_now(trained, cfg, m.get("precision"), ev.get("precision")):
+                stale.append(study["study"])
+                continue
+            for seed, acc in zip(study["seeds"], m.get("test_accuracy_per_seed") or []):
+                found.setdefault(seed, acc)
         pooled[run] = {"accuracy": found, "stale": stale}
     return pooled
 
