@@ -13,7 +13,14 @@ XDIST = --dist loadscope --no-loadscope-reorder
 
 .PHONY: setup repro test test-fast
 
-setup: $(VENV)/.installed
+# The page `dvc plots show` and `dvc plots diff` fill (.dvc/config: plots.html_template), with Vega,
+# Vega-Lite and vega-embed inlined so it renders offline: pinned npm tarballs, sha512-checked (docs/tracking.md).
+PLOTS_PAGE := dvc_plots_template/offline.html
+
+setup: $(VENV)/.installed $(PLOTS_PAGE)
+
+$(PLOTS_PAGE): dvc_plots_template/build.py dvc_plots_template/page.html
+	$(PYTHON) dvc_plots_template/build.py $@
 
 # Re-installs when pyproject.toml changes. torch/torchvision are pinned in pyproject.toml.
 $(VENV)/.installed: pyproject.toml

@@ -22,8 +22,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch in the test processes the
 
 # The end-to-end modules that take longest, longest first (their summed test times under the full
 # suite, 2-core AMD EPYC, 2026-12-07): started last, one of them would finish alone after the rest.
-LONGEST_END_TO_END = ("test_pipeline_trust.py", "test_mlflow.py", "test_pipeline.py", "test_same_bytes_under_load.py",
-                      "test_run_lifecycle.py", "test_mlflow_layout.py")
+LONGEST_END_TO_END = ("test_pipeline_trust.py", "test_team_server.py", "test_sharing.py", "test_mlflow.py", "test_pipeline.py",
+                      "test_same_bytes_under_load.py", "test_run_lifecycle.py", "test_mlflow_layout.py", "test_mlflow_ui.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -63,3 +63,84 @@ def mlflow_server(directory: Path):
     finally:
         stop_group(proc)
         log.close()
+
+
+# ---- PostgreSQL, from the installed binaries (tests/test_team_server.py) ----
+
+PG_TEST_USER, PG_TEST_PASSWORD = "fbtest", "fbtest-password"
+
+
+def postgres_bin_dir() -> Path | None:
+    """A directory with initdb, pg_ctl and postgres: PATH's (its pg_ctl's real folder), then the
+    newest /usr/lib/postgresql/*/bin (Debian's postgresql package); None if there is none."""
+    import glob
+    import re
+    import shutil
+
+    found = [Path(os.path.realpath(p)).parent for p in (shutil.which("pg_ctl"), shutil.which("initdb")) if p]
+    found += sorted((Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin")),
+                    key=lambda d: [int(n) for n in re.findall(r"\d+", str(d))], reverse=True)
+    return next((d for d in found if all((d / b).is_file() for b in ("initdb", "pg_ctl", "postgres"))), None)
+
+
+def as_postgres_user() -> dict:
+    """Popen arguments for PostgreSQL's own processes: it refuses root, so as root they run as `postgres`."""
+    return {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+
+
+def reachable_temp_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp that the postgres user can enter (pytest's own are 0700, root's)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.contextmanager
+def postgres_server():
+    """A real PostgreSQL (initdb, then `postgres` itself) on a free loopback port, with a password
+    user and database `fbtest`; yields its URI (postgresql://user:password@127.0.0.1:port/fbtest).
+    Stopped by its pid (SIGINT: a fast shutdown), its directory removed."""
+    import shutil
+
+    import psycopg
+
+    bin_dir, home = postgres_bin_dir(), reachable_temp_dir("fashionbench-pg-")
+    switch = as_postgres_user()
+    if switch:
+        shutil.chown(home, "postgres", "postgres")
+    (home / "pw").write_text(PG_TEST_PASSWORD + "\n")
+    if switch:
+        shutil.chown(home / "pw", "postgres", "postgres")
+    subprocess.run([str(bin_dir / "initdb"), "-D", str(home / "data"), "-U", PG_TEST_USER, f"--pwfile={home / 'pw'}",
+                    "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                   cwd=home, check=True, capture_output=True, **switch)
+    port = free_port()
+    log = open(home / "log", "w")
+    proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(home / "data"), "-p", str(port), "-c",
+                             "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"],
+                            cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **switch)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(host="127.0.0.1", port=port, user=PG_TEST_USER, password=PG_TEST_PASSWORD,
+                                     dbname="postgres", connect_timeout=2, autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE {PG_TEST_USER}")
+                break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"postgres did not start:\n{(home / 'log').read_text()[-3000:]}")
+                time.sleep(0.2)
+        yield f"postgresql://{PG_TEST_USER}:{PG_TEST_PASSWORD}@127.0.0.1:{port}/{PG_TEST_USER}"
+    finally:
+        for sig in (signal.SIGINT, signal.SIGKILL):  # SIGINT: fast shutdown, sessions ended
+            if proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    continue
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)

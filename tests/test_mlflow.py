@@ -86,7 +86,7 @@ def test_server_run_has_the_params_tags_and_one_curve_point_per_epoch(server_log
     client, r, root = server_logged["client"], server_logged["run"], server_logged["root"]
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()  # all on the server
     assert server_logged["trained"]["mlflow_run_id"] == r.info.run_id  # evaluate logs into training's run
-    assert r.info.run_name == f"workspace/{RUN}" and r.info.status == "FINISHED"
+    assert r.info.run_name == f"{RUN} (workspace)" and r.info.status == "FINISHED"
     assert r.data.params["model"] == "mlp_64" and r.data.params["lr"] == "0.001" and r.data.params["epochs"] == "2"
     head = run(root, "git", "rev-parse", "HEAD").stdout.strip()
     tags = ("git_commit", "dvc_exp_name", "dataset", "model", "status", "precision")
@@ -133,7 +133,7 @@ def test_server_run_model_loads_with_pyfunc_and_classifies_a_batch(server_logged
     from fashionbench.core.models import model_from_config
     from fashionbench.core.schema import RunConfig
 
-    model_uri = f"runs:/{server_logged['run'].info.run_id}/model"
+    model_uri = f"runs:/{server_logged['run'].info.run_id}/{RUN}"  # the logged model is named after its run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_logged["uri"])  # set_tracking_uri exports it; restored
     mlflow.set_tracking_uri(server_logged["uri"])
     try:
@@ -220,7 +220,7 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
     assert len(runs) == 2
     for name, lr in lr_of.items():
         [r] = mlflow_runs(root, dvc_exp_name=name)
-        assert r.info.run_name == f"{name}/{RUN}" and r.info.status == "FINISHED"
+        assert r.info.run_name == f"{RUN} ({name})" and r.info.status == "FINISHED"
         assert r.data.params["lr"] == lr
         assert r.data.tags["git_commit"] == baseline and r.data.tags["status"] == "completed"
         assert {"train/loss", "val/accuracy", "test/accuracy"} <= set(r.data.metrics)
@@ -250,7 +250,7 @@ def test_processes_racing_on_a_fresh_sqlite_store_all_log_complete_runs(tmp_path
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
     runs = mlflow_runs(tmp_path)
-    assert sorted(r.info.run_name for r in runs) == [f"workspace/r{i}" for i in range(4)]
+    assert sorted(r.info.run_name for r in runs) == [f"r{i} (workspace)" for i in range(4)]
     assert all(len(r.data.metrics) == 1 and r.info.status == "FINISHED" for r in runs)
 
 

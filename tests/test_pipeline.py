@@ -56,8 +56,8 @@ def test_second_repro_runs_only_the_validation(repo):
 def test_each_trained_run_is_one_mlflow_run_named_after_its_experiment(repo):
     root, _ = repo
     runs = {r.info.run_name: r for r in mlflow_runs(root, dvc_exp_name="workspace")}
-    assert set(runs) == {f"workspace/{name}" for name in RUNS}
-    r = runs["workspace/mlp_64-fashion_mnist"]
+    assert set(runs) == {f"{name} (workspace)" for name in RUNS}
+    r = runs["mlp_64-fashion_mnist (workspace)"]
     assert r.data.params["model"] == "mlp_64" and r.data.params["lr"] == "0.001"
     assert r.data.tags["status"] == "completed" and r.info.status == "FINISHED"
 
@@ -117,7 +117,7 @@ def test_exp_run_with_a_new_lr_retrains_only_the_runs_without_their_own_lr(repo)
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
     assert {f"train@{name}" for name in RUNS} & ran == {"train@mlp_64-fashion_mnist"}
     logged = mlflow_runs(root, dvc_exp_name="lowlr")
-    assert [r.info.run_name for r in logged] == ["lowlr/mlp_64-fashion_mnist"]
+    assert [r.info.run_name for r in logged] == ["mlp_64-fashion_mnist (lowlr)"]
     assert logged[0].data.params["lr"] == "0.0001"
     # `dvc exp show` still lists every param, the new lr and the run's own.
     commit = next(c for c in json.loads(run(root, "dvc", "exp", "show", "--json").stdout) if c["rev"] != "workspace")

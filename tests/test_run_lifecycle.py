@@ -16,7 +16,8 @@ from conftest import set_run
 
 RUN = "mlp_64-fashion_mnist"
 SEEDS_RUN = "lenet5_modern-mnist"  # seeds [0, 1]: child runs
-NAME, SEEDS_NAME = f"workspace/{RUN}", f"workspace/{SEEDS_RUN}"  # MLflow run names: <DVC experiment>/<run>
+NAME, SEEDS_NAME = f"{RUN} (workspace)", f"{SEEDS_RUN} (workspace)"  # MLflow run names: <run> (<DVC experiment>)
+SEED_NAME = f"{SEEDS_RUN} seed{{}} (workspace)"
 
 
 def all_runs(uri: str) -> list:
@@ -43,7 +44,7 @@ def test_an_exception_in_a_seed_ends_the_parent_and_open_child_runs_as_failed(st
     monkeypatch.setattr(engine, "train_seed", fail_on_seed_1)
     with pytest.raises(OSError, match="disk full"):
         train.main([SEEDS_RUN])
-    assert statuses(store) == {SEEDS_NAME: "FAILED", f"{SEEDS_NAME}/seed0": "FINISHED", f"{SEEDS_NAME}/seed1": "FAILED"}
+    assert statuses(store) == {SEEDS_NAME: "FAILED", SEED_NAME.format(0): "FINISHED", SEED_NAME.format(1): "FAILED"}
 
 
 def test_an_exception_after_training_ends_the_run_as_failed_and_keeps_the_trained_state(store, monkeypatch):
@@ -105,7 +106,7 @@ def test_a_stop_signal_ends_the_run_and_its_children_as_killed_and_keeps_the_sta
         proc.kill()
     assert proc.returncode == 128 + sig
     assert f"stopped by {sig.name}" in err
-    assert statuses(store) == {SEEDS_NAME: "KILLED", f"{SEEDS_NAME}/seed0": "KILLED"}
+    assert statuses(store) == {SEEDS_NAME: "KILLED", SEED_NAME.format(0): "KILLED"}
     assert (workspace / resume_dir(SEEDS_RUN) / "seed0.pt").is_file()
 
 
@@ -144,3 +145,16 @@ def test_a_reused_pid_does_not_keep_a_stale_run_alive():
     tags = holder_tags()
     assert holder_alive(tags)
     assert not holder_alive(dict(tags, pid_start=str(int(tags["pid_start"]) - 1)))  # same pid, older process
+
+
+def test_evaluating_a_training_logged_to_another_store_writes_its_metrics_and_says_so(workspace, store, monkeypatch, capsys):
+    """A training restored from DVC's cache was logged where it trained: evaluate cannot resume that
+    run here, so it writes its outputs, logs nothing, and says why in one line."""
+    assert train.main([RUN]) == 0
+    elsewhere = f"sqlite:///{workspace / 'teammate.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    assert evaluate.main([RUN]) == 0
+    [note] = [line for line in capsys.readouterr().err.splitlines() if "MLflow run" in line]
+    assert f"is not in {elsewhere}" in note and "metrics/ only" in note
+    assert (workspace / "metrics" / f"{RUN}.json").exists()
+    assert all_runs(elsewhere) == [] and statuses(store) == {NAME: "FINISHED"}

@@ -22,7 +22,7 @@ from fashionbench.tracking.runs import RunTracker
 
 def search_that_drops_ctrl_c(search, address, storage, parent_run_id):
     RunTracker.start(with_keys(read_yaml(PARAMS_FILE, "params.yaml"), search.run, {{}}),
-                     parent_run_id=parent_run_id, name="tune/trial")
+                     parent_run_id=parent_run_id, name="trial (tune)")
     while True:
         try:
             Path("searching").touch()  # inside the try: no Ctrl-C gets past this search
@@ -58,7 +58,7 @@ def test_ctrl_c_ends_a_session_whose_search_drops_the_interrupt_after_the_grace(
     assert proc.returncode == 130, out[-3000:]
     assert waited >= 2 and f"{RUN}: interrupted; Ray had not let go 2 s after Ctrl-C" in out
     runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("fashionbench").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == sorted(["tune/trial", f"tune/{RUN}"])
+    assert sorted(r.info.run_name for r in runs) == sorted(["trial (tune)", f"{RUN} (tune)"])
     assert {r.info.status for r in runs} == {"KILLED"}
 
 

@@ -1,5 +1,6 @@
 """`fashionbench` command: `compare` (DVC experiments side by side), `study` (the seeds' studies as
-DVC experiments) and `predict` (image files).
+DVC experiments), `predict` (image files), `tune` (Ray Tune), `reproduce` (an MLflow run's workspace
+rebuilt) and `server` (a team's MLflow tracking server on PostgreSQL).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ COMMANDS = {
     "study": "fashionbench.lab.study",
     "predict": "fashionbench.predict",
     "tune": "fashionbench.lab.tune.session",
+    "reproduce": "fashionbench.lab.reproduce",
+    "server": "fashionbench.tracking.server",
 }
 
 
@@ -19,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: fashionbench compare [EXPERIMENT...] [--metric NAME] [--rev REV]\n"
               "       fashionbench study [--list] <name> [options]\n"
               "       fashionbench predict PATH... [--run NAME | --model-uri URI] [--json]\n"
-              "       fashionbench tune <run> [--address HOST:PORT] [--trials N]\n"
+              "       fashionbench tune <run> [--address HOST:PORT --storage DIR|s3://...] [--trials N]\n"
+              "       fashionbench reproduce RUN_ID [--into DIR] [--retrain]\n"
+              "       fashionbench server --data DIR [--backend-store-uri postgresql://...] [--host HOST] [--port N]\n"
               "  the pipeline itself runs with `dvc repro`; see README.md and docs/")
         return 0
     if argv[0] not in COMMANDS:

@@ -12,9 +12,25 @@ import pytest
 from fashionbench.lab.tune.watchdog import INTERRUPT_GRACE_S
 
 from pipeline_repo import BIN, make_repo, run, tiny_params
-from tune_helpers import RUN, SessionStore, client_of, session_runs, set_run, tune, tune_space, wait_for_a_trials_first_epoch
+from tune_helpers import (
+    RUN,
+    SessionStore,
+    client_of,
+    session_runs,
+    set_run,
+    tune,
+    tune_space,
+    wait_for_a_trials_first_epoch,
+    wait_for_checkpoints,
+)
 
 pytestmark = pytest.mark.slow
+
+
+def on_the_cluster(cluster: dict, root) -> list[str]:
+    """`fashionbench tune`'s options for the cluster: its address, and storage every node reaches
+    for the trials' checkpoints (the nodes share this machine's disk; git ignores the directory)."""
+    return ["--address", cluster["address"], "--storage", str(root / ".ray_results")]
 
 
 @pytest.fixture
@@ -32,7 +48,7 @@ class TestOnOneSharedCluster:
     def test_on_a_cluster_every_trial_is_a_child_run_with_its_params_and_epochs(self, workspace, shared_ray_cluster, server):
         set_run(workspace, RUN, epochs=3)
         tune_space(workspace, RUN, trials=4, concurrent=2)
-        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        done = tune(workspace, *on_the_cluster(shared_ray_cluster, workspace))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         parent, children = session_runs(server)
         assert parent.info.status == "FINISHED" and len(children) == 4
@@ -48,7 +64,7 @@ class TestOnOneSharedCluster:
         set_run(workspace, RUN, epochs=6)
         tune_space(workspace, RUN, trials=6, concurrent=2, scheduler="asha", grace_epochs=1, reduction_factor=3,
                    space={"lr": {"loguniform": [0.00001, 0.3]}})
-        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        done = tune(workspace, *on_the_cluster(shared_ray_cluster, workspace))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
         epochs = [t["epochs_run"] for t in result["trials"]]
@@ -63,7 +79,7 @@ class TestOnOneSharedCluster:
         # search_seed 0 draws momentum 0.9, 0.9, 0.9, 0.0 (Ray 2.60; test_tune_space checks the seeding)
         tune_space(workspace, RUN, trials=4, concurrent=2, search_seed=0,
                    space={"momentum": {"choice": [0.0, 0.9]}, "nesterov": {"choice": [True]}})
-        done = tune(workspace, "--address", shared_ray_cluster["address"])
+        done = tune(workspace, *on_the_cluster(shared_ray_cluster, workspace))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
         failed = [t for t in result["trials"] if t["status"] == "FAILED"]
@@ -86,7 +102,7 @@ class TestOnOneSharedCluster:
             run(root, "dvc", "repro", "preprocess@fashion_mnist")
             tune_space(root, RUN, trials=3, concurrent=2, space={"lr": {"loguniform": [0.001, 0.1]},
                                                                 "batch_size": {"choice": [16, 32]}})
-            done = tune(root, "--no-mlflow", "--address", shared_ray_cluster["address"])
+            done = tune(root, "--no-mlflow", *on_the_cluster(shared_ray_cluster, root))
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
             best = json.loads((root / "tuning" / f"{RUN}.json").read_text())["best"]
             run(root, "sh", "-c", best["command"], timeout=600)
@@ -98,7 +114,7 @@ class TestOnOneSharedCluster:
     def test_ctrl_c_ends_the_session_with_every_mlflow_run_ended(self, workspace, shared_ray_cluster, server):
         set_run(workspace, RUN, model="resnet_fast", width=4, epochs=2000)  # far longer than the test: Ctrl-C comes mid-trial
         tune_space(workspace, RUN, trials=4, concurrent=2)
-        proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, "--address", shared_ray_cluster["address"]],
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, *on_the_cluster(shared_ray_cluster, workspace)],
                                 cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_for_a_trials_first_epoch(server)
@@ -114,14 +130,17 @@ class TestOnOneSharedCluster:
         assert parent.info.status == "KILLED"
         assert children and all(c.info.status != "RUNNING" for c in children)
 
-    def test_a_worker_node_killed_mid_trial_gets_the_trial_retried_elsewhere(self, workspace, shared_ray_cluster, server):
+    def test_a_worker_node_killed_mid_trial_gets_its_trials_retried_from_their_last_checkpoints(self, workspace, shared_ray_cluster,
+                                                                                                 server):
         # Last in the class: it kills the cluster's first worker node (another takes its trials).
         set_run(workspace, RUN, model="resnet_fast", width=4, epochs=30)
         tune_space(workspace, RUN, trials=2, concurrent=2)
-        proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, "--address", shared_ray_cluster["address"]],
+        storage = workspace / ".ray_results"  # on_the_cluster's
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "fashionbench.lab.tune", RUN, *on_the_cluster(shared_ray_cluster, workspace)],
                                 cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            wait_for_a_trials_first_epoch(server)
+            # Both trials have a trained state to resume (the first may be many epochs ahead, even done)
+            wait_for_checkpoints(storage, trials=2)
             shared_ray_cluster["add_worker"]()  # somewhere for the trials to go
             os.killpg(shared_ray_cluster["worker"].proc.pid, signal.SIGKILL)  # the node dies mid-trial
             out, _ = proc.communicate(timeout=600)
@@ -131,6 +150,25 @@ class TestOnOneSharedCluster:
         result = json.loads((workspace / "tuning" / f"{RUN}.json").read_text())
         assert [t["status"] for t in result["trials"]] == ["TERMINATED", "TERMINATED"]
         assert all(t["epochs_run"] == 30 for t in result["trials"])
+        retried = [t for t in result["trials"] if t["resumed_at_epoch"] is not None]
+        assert retried and all(t["resumed_at_epoch"] > 1 for t in retried), result["trials"]  # from a checkpoint, not epoch 1
+        for trial_dir in [p for p in next(storage.iterdir()).iterdir() if p.is_dir()]:
+            # Ray Tune's record, a line per report: every epoch once, none again from epoch 1 after the retry
+            reported = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+            assert [r["epoch"] for r in reported] == list(range(1, 31)), trial_dir.name
+            assert [r["training_iteration"] for r in reported] == list(range(1, 31))
+            checkpoints = list(trial_dir.glob("checkpoint_*"))  # the newest only
+            assert len(checkpoints) == 1 and sum(f.stat().st_size for f in checkpoints[0].iterdir()) < 5_000_000
         _, children = session_runs(server)
-        assert any(c.info.status == "KILLED" and c.data.tags.get("retried") == "true" for c in children)
-        assert sum(c.info.status == "FINISHED" for c in children) == 2
+        killed = {c.info.run_id: c for c in children if c.info.status == "KILLED" and c.data.tags.get("retried") == "true"}
+        resumed = [c for c in children if c.info.status == "FINISHED" and "resumed_at_epoch" in c.data.tags]
+        assert sum(c.info.status == "FINISHED" for c in children) == 2 and len(killed) == len(resumed) == len(retried)
+        client = client_of(server)
+        for child in resumed:
+            resumed_at = int(child.data.tags["resumed_at_epoch"])
+            before = killed[child.data.tags["resumed_from_run"]]
+            curve = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "val/loss"), key=lambda m: m.step)]
+            curve_before = [m.value for m in sorted(client.get_metric_history(before.info.run_id, "val/loss"), key=lambda m: m.step)]
+            assert len(curve) == 30 and len(curve_before) >= resumed_at > 1
+            # the epochs restored from the checkpoint, and the epoch it started, trained again bit for bit
+            assert curve[:resumed_at] == curve_before[:resumed_at]

@@ -56,7 +56,7 @@ def parent_runs(uri: str) -> list:
     client = client_of(uri)
     exp = client.get_experiment_by_name("fashionbench")
     runs = client.search_runs([exp.experiment_id], max_results=500) if exp else []
-    return [r for r in runs if r.info.run_name == f"tune/{RUN}"]
+    return [r for r in runs if r.info.run_name == f"{RUN} (tune)"]
 
 
 def session_runs(uri: str) -> tuple:
@@ -66,7 +66,7 @@ def session_runs(uri: str) -> tuple:
     exp = client.get_experiment_by_name("fashionbench")
     runs = client.search_runs([exp.experiment_id], max_results=500)
     before = getattr(uri, "parents_before", frozenset())
-    parents = [r for r in runs if r.info.run_name == f"tune/{RUN}" and r.info.run_id not in before]
+    parents = [r for r in runs if r.info.run_name == f"{RUN} (tune)" and r.info.run_id not in before]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     return parents[0], children
@@ -79,10 +79,24 @@ def wait_for_a_trials_first_epoch(uri: str, timeout: float = 300) -> None:
     while time.monotonic() < deadline:
         exp = client.get_experiment_by_name("fashionbench")
         runs = client.search_runs([exp.experiment_id], max_results=500) if exp else []
-        parents = {r.info.run_id for r in runs if r.info.run_name == f"tune/{RUN}"} - before
+        parents = {r.info.run_id for r in runs if r.info.run_name == f"{RUN} (tune)"} - before
         if any(r.data.tags.get("mlflow.parentRunId") in parents and "val/accuracy" in r.data.metrics for r in runs):
             return
         time.sleep(0.2)
+
+
+def wait_for_checkpoints(storage: Path, trials: int, epochs: int = 1, timeout: float = 300) -> None:
+    """Until `trials` trials of the session storing in `storage` have each checkpointed the state of
+    `epochs` trained epochs or more (Ray Tune's <storage>/<session>/<trial>/checkpoint_<n>, the newest
+    kept: the one reported with epoch n + 1, which holds n epochs' state)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        newest = [p for p in storage.glob("*/*/checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)
+                  and int(p.name.rpartition("_")[2]) >= epochs]
+        if len({p.parent for p in newest}) >= trials:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{storage}: fewer than {trials} trials checkpointed {epochs} epochs in {timeout:.0f} s")
 
 
 def adopt_orphans() -> None:

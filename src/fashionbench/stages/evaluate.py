@@ -60,7 +60,14 @@ def log_to_mlflow(cfg: dict, result: dict, figure_paths: list) -> None:
     if not run_id:
         return
     from fashionbench.tracking.runs import RunTracker, ended_on_failure
+    from fashionbench.tracking.store import tracking_uri
 
+    if not RunTracker.exists(run_id):
+        print(f"{cfg.name}: its training's MLflow run {run_id} (models/{cfg.name}/train.json) is not in "
+              f"{tracking_uri()}: it was trained and logged elsewhere (restored from DVC's cache), so this "
+              "evaluation is in metrics/ only; set MLFLOW_TRACKING_URI to that store (a team server) to log it",
+              file=sys.stderr)
+        return
     with ended_on_failure(RunTracker.resume(run_id)) as tracker:
         log_evaluation(tracker, cfg, result, figure_paths)
 

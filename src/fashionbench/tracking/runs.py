@@ -35,10 +35,16 @@ def plain(cfg) -> dict:
     return cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
 
 
+def display_name(run: str, experiment: str, part: str = "") -> str:
+    """`<run> [<part>] (<experiment>)`, e.g. `lenet5_modern-mnist seed1 (lowlr)`: the run first, so
+    model and dataset survive the UI cutting long names short; the experiment after, so the same
+    run of two experiments still differs in the UI's tables and chart legends."""
+    return f"{run}{' ' + part if part else ''} ({experiment})"
+
+
 def run_name(cfg: dict) -> str:
-    """`<DVC experiment>/<run>`: the same run of two experiments must differ in the UI's tables
-    and chart legends, and the experiment first survives the UI cutting long names short."""
-    return f"{dvc_experiment()}/{cfg['name']}"
+    """A pipeline run's name in its DVC experiment."""
+    return display_name(cfg["name"], dvc_experiment())
 
 
 def run_tags(cfg: dict) -> dict[str, str]:
@@ -113,6 +119,22 @@ class RunTracker:
         tracker.log_params(mlflow_params(cfg))
         return tracker
 
+    @staticmethod
+    def exists(run_id: str) -> bool:
+        """Whether this store holds the run: a training restored from DVC's cache (a remote, the run
+        cache) was logged wherever it trained, and that store may not be this one."""
+        from mlflow.exceptions import MlflowException
+
+        check_reachable()
+        try:
+            with store_lock():
+                _setup_mlflow().MlflowClient().get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
+
     @classmethod
     def resume(cls, run_id: str) -> "RunTracker":
         check_reachable()  # evaluate: fail in seconds, not after minutes of HTTP retries
@@ -125,7 +147,8 @@ class RunTracker:
     def child(self, seed: int) -> "RunTracker":
         """A nested run for one seed of a repeated run; ended with its parent if still open."""
         cfg = dict(self.cfg, seed=seed, seeds=[seed])
-        child = RunTracker.start(cfg, parent_run_id=self.run_id, name=f"{run_name(self.cfg)}/seed{seed}")
+        child = RunTracker.start(cfg, parent_run_id=self.run_id,
+                                 name=display_name(self.cfg["name"], dvc_experiment(), f"seed{seed}"))
         self.open_children.append(child)
         return child
 
@@ -220,7 +243,7 @@ class RunTracker:
 
         if tta_mode(summary["config"].get("tta")) != "none":  # the served model averages the views, as evaluate does
             model = ViewAveraged(model, summary["config"]["tta"])
-        self.log_model(model)
+        self.log_model(model, summary["config"]["name"])
         self.end()
 
     def log_dataset(self, dataset: str, digest: str, context: str = "training") -> None:
@@ -234,8 +257,9 @@ class RunTracker:
         with store_lock(), self.mlflow.start_run(run_id=self.run_id):
             self.mlflow.log_input(ds, context=context)
 
-    def log_model(self, model) -> None:
-        """The model as an MLflow PyTorch model with signature and input example (pyfunc-loadable).
+    def log_model(self, model, name: str) -> None:
+        """The model as an MLflow PyTorch model named `name` (the UI's Models tab lists it by that
+        name), with signature and input example (pyfunc-loadable).
 
         Input: float32 (N, 1, 28, 28) in [0, 1]; output: 10 logits per image.
         """
@@ -254,7 +278,7 @@ class RunTracker:
         # Explicit requirements: inferring them imports and scans the environment (slow).
         reqs = [f"torch=={torch.__version__.split('+')[0]}"]
         with store_lock(), self.mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+            info = mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=example,
                                             pip_requirements=reqs)
         self.set_tags({"model_uri": info.model_uri})  # what evaluate registers (models:/m-<id>)
 

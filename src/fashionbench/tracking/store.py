@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -134,8 +135,14 @@ def store_lock():
 
 
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
-    """Fail in seconds, naming the URI, if an HTTP tracking server does not answer."""
+    """Fail in seconds, naming the URI, if an HTTP tracking server or a PostgreSQL store does not answer."""
     uri = uri or tracking_uri()
+    if is_postgres_uri(uri):
+        why = database_unreachable(uri, timeout)
+        if why:
+            raise TrackingError(f"MLflow tracking database {masked_uri(uri)} (MLFLOW_TRACKING_URI) {why}, or unset "
+                                f"MLFLOW_TRACKING_URI to log to mlflow.db")
+        return
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -147,6 +154,42 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
         raise TrackingError(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer GET /health "
                             f"within {timeout:g} s: {reason}; start it, or unset MLFLOW_TRACKING_URI to log to "
                             f"mlflow.db") from None
+
+
+def is_postgres_uri(uri: str) -> bool:
+    """`postgresql://...` or `postgresql+<driver>://...` (SQLAlchemy's spelling, which MLflow takes)."""
+    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] == "postgresql"
+
+
+def masked_uri(uri: str) -> str:
+    """The URI with its password, if any, as ***: error lines are printed and logged."""
+    return re.sub(r"^([^:/]+://[^:@/]+):[^@/]*@", r"\1:***@", uri)
+
+
+def database_unreachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Why MLflow could not use the PostgreSQL database of `uri` (a missing driver, a refused or
+    silent port, a wrong password, no such database), in one line that follows the URI; None when
+    it can. The connection is the one MLflow's store would make: SQLAlchemy's, with the URI's driver."""
+    import math
+
+    try:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                          connect_args={"connect_timeout": max(2, math.ceil(timeout))})
+    except ImportError as exc:
+        return f"has no driver installed ({exc}): pip install -e '.[team]' installs psycopg (postgresql+psycopg://)"
+    except Exception as exc:  # noqa: BLE001 - a malformed URI: say so in one line
+        return " ".join(f"is not a database URI ({exc}): correct it".split())
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:  # noqa: BLE001 - OperationalError and kin: the driver's own message
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+        return f"cannot be connected to within {timeout:g} s: {reason}; start it"
+    finally:
+        engine.dispose()
 
 
 def _setup_mlflow():
@@ -170,7 +213,7 @@ def artifact_location() -> str | None:
 
 # What kind of experiment this is, for the MLflow UI: model training, not GenAI. The UI's own
 # code reads this tag, but the pinned release (3.17) decides by `workflowType` alone (see
-# UI_RUNS_QUERY in tracking.ui and docs/tracking.md "Compare variants"); the tag is set for releases that read it.
+# WORKFLOW in tracking.ui and docs/tracking.md "In the MLflow UI"); the tag is set for releases that read it.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 

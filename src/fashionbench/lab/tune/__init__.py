@@ -10,5 +10,7 @@ test accuracy, the best config (chosen on validation only) and the `dvc exp run 
 that reproduces it through the pipeline; the report reads it.
 
 With no --address the command starts an embedded Ray on this machine and shuts it down at the
-end; --address joins a running cluster (`ray start`), whose trials then need a tracking server.
+end; --address joins a running cluster (`ray start`), whose trials then need a tracking server and
+--storage every node reaches. Each trial checkpoints every epoch there, and a trial Ray retries
+(its node died) continues from its last checkpoint (checkpoints.py).
 """

@@ -12,6 +12,7 @@ from pathlib import Path
 from fashionbench.core.config import PARAMS_FILE, ConfigError
 from fashionbench.core.paths import TUNING_DIR
 from fashionbench.core.schema import RunConfig
+from fashionbench.lab.tune.checkpoints import DEFAULT_STORAGE, storage_path
 from fashionbench.lab.tune.space import (
     Search,
     TuneError,
@@ -44,7 +45,7 @@ def check_tracking_for(address: str | None) -> None:
                         f"trials on other nodes cannot write this machine's store {uri}")
 
 
-def run_search(search: Search, address: str | None, storage: Path, parent_run_id: str | None) -> tuple[list, int]:
+def run_search(search: Search, address: str | None, storage: str, parent_run_id: str | None) -> tuple[list, int]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -72,8 +73,10 @@ def run_search(search: Search, address: str | None, storage: Path, parent_run_id
             tune_config=tune.TuneConfig(metric=search.metric, mode=search.mode, scheduler=scheduler,
                                         search_alg=search_algorithm(search),
                                         num_samples=search.trials, max_concurrent_trials=search.concurrent),
-            run_config=tune.RunConfig(name=f"{search.run}-{int(time.time())}", storage_path=str(storage.resolve()),
+            run_config=tune.RunConfig(name=f"{search.run}-{int(time.time())}", storage_path=storage,
                                       failure_config=tune.FailureConfig(max_failures=2),
+                                      # each trial's newest checkpoint only: what a retry resumes
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       callbacks=[mlflow_callback(epochs)] if parent_run_id else [], verbose=1))
         results = tuner.fit()
     finally:
@@ -102,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fashionbench tune", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run of params.yaml with a search in lab/search_spaces.yaml")
     parser.add_argument("--address", help="a Ray cluster to join (e.g. 127.0.0.1:6379); default: an embedded Ray")
+    parser.add_argument("--storage", help="where the trials' results and checkpoints go: a directory (on a cluster one "
+                                          "every node reaches at that path) or an s3:// URI; default: "
+                                          f"$FASHIONBENCH_RAY_STORAGE, else {DEFAULT_STORAGE} (not with --address)")
     parser.add_argument("--trials", type=int, help="override the file's number of trials")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
     parser.add_argument("--output", type=Path, help="default: tuning/<run>.json")
     args = parser.parse_args(argv)
 
     from fashionbench.core.files import write_json
-    from fashionbench.tracking.runs import RunTracker, ended_on_failure
+    from fashionbench.tracking.runs import RunTracker, display_name, ended_on_failure
     from fashionbench.tracking.store import TrackingError, check_reachable
 
     try:
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_mlflow:
             check_tracking_for(args.address)
             check_reachable()
+        storage = storage_path(args.storage, args.address)
     except (ConfigError, TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -128,17 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     raw_params = read_yaml(PARAMS_FILE, "params.yaml")
     run_cfg = with_keys(raw_params, search.run, {})
-    parent = None if args.no_mlflow else RunTracker.start(run_cfg, name=f"tune/{search.run}")
+    parent = None if args.no_mlflow else RunTracker.start(run_cfg, name=display_name(search.run, "tune"))
     out = args.output or TUNING_DIR / f"{search.run}.json"
     start = time.perf_counter()
     # Ray Tune's own Ctrl-C handler stops the search and returns as if it had finished: without
     # it Ctrl-C raises here, and every MLflow run of the session is ended KILLED below.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # With num_to_keep set, Ray rewrites the session's state in the storage whenever a trial checkpoints
+    # (every epoch here: some KB) and warns about it when that comes within 5 s of the last: not for us.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         with ended_on_failure(parent):
             if parent:
                 parent.log_params({f"search.{k}": v for k, v in dataclasses.asdict(search).items() if k != "space"})
-            storage = Path(os.environ.get("FASHIONBENCH_RAY_STORAGE", ".ray_results"))
             with InterruptWatchdog(search.run, parent and parent.run_id, INTERRUPT_GRACE_S):
                 results, epochs = run_search(search, args.address, storage, parent.run_id if parent else None)
             summary = session_summary(search, results, epochs, run_cfg, args.address, time.perf_counter() - start)

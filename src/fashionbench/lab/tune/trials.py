@@ -1,28 +1,39 @@
 """One Ray Tune trial: the run trained with the sampled keys, reporting its validation metric every
-epoch, as one MLflow run nested under the session's; the trials' rows and the best one.
+epoch with a checkpoint, as one MLflow run nested under the session's; the trials' rows and the best one.
 """
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from fashionbench.core.config import ConfigError
 from fashionbench.core.schema import RunConfig
+from fashionbench.lab.tune.checkpoints import (
+    STATE_FILE,
+    reported_before,
+    restore_checkpoint,
+    resumed_at,
+    trial_fingerprint,
+    write_checkpoint,
+)
 from fashionbench.lab.tune.space import Search, plain, with_keys
 
 
 def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run_id: str | None,
                 tracking_uri: str, threads: int) -> None:
     """One trial, in a Ray worker: the run's config with the sampled keys, its first seed, the
-    prepared data from the object store; a nested MLflow run; the metric reported every epoch."""
+    prepared data from the object store; a nested MLflow run; the metric reported every epoch with
+    a checkpoint of the training state (checkpoints.py). A retried trial resumes its last one."""
     import torch
     from ray import tune
 
     from fashionbench.core.engine import train_seed
     from fashionbench.core.runtime import configure_process, resolve_device
-    from fashionbench.tracking.runs import RunTracker
+    from fashionbench.tracking.runs import RunTracker, display_name
 
     torch.set_num_threads(threads)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the session's store, whatever this node was started with
@@ -33,7 +44,7 @@ def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run
     except ConfigError as exc:  # a combination the space allows but params.yaml refuses: this trial fails
         if parent_run_id:
             failed = RunTracker.start({**with_keys(raw_params, run, {}).as_dict(), **sampled}, parent_run_id=parent_run_id,
-                                      name=f"tune/{run}/{trial_name}")
+                                      name=display_name(run, "tune", trial_name))
             failed.set_tags({"error": str(exc)})
             failed.end("FAILED")
         raise
@@ -41,31 +52,50 @@ def train_trial(config: dict, run: str, raw_params: dict, data: dict, parent_run
     configure_process(device)  # as the train stage does: the same arithmetic (flushed denormals)
     tensors = {k: (torch.from_numpy(v.copy()) if hasattr(v, "dtype") else v) for k, v in data.items()}
     tensors = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
-    tracker = None
-    if parent_run_id:
-        tracker = RunTracker.start(cfg, parent_run_id=parent_run_id, name=f"tune/{run}/{trial_name}")
-    epochs_done = [0]
+    fingerprint = trial_fingerprint(cfg.as_dict(), data["digest"])
+    with tempfile.TemporaryDirectory(prefix="fashionbench-trial-") as scratch:  # on this node; storage has the copies
+        state_path = Path(scratch) / STATE_FILE
+        loaded = tune.get_checkpoint()  # the last one reported, where Ray retries the trial
+        resumed = None
+        if loaded is not None:
+            with loaded.as_directory() as saved:
+                resumed = restore_checkpoint(Path(saved), state_path, fingerprint)
+        tracker = None
+        if parent_run_id:
+            tracker = RunTracker.start(cfg, parent_run_id=parent_run_id, name=display_name(run, "tune", trial_name))
+            if resumed:
+                tracker.set_tags({"resumed_at_epoch": resumed_at(resumed), "resumed_from_run": resumed["mlflow_run_id"]})
+        epochs_done = [0]
 
-    def report(row: dict) -> None:
-        epochs_done[0] = row["epoch"]
-        if tracker:
-            tracker.log_epoch(row)
-        tune.report({"epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
-                     "test_accuracy": row["test_accuracy"], "train_seconds": row["seconds"],
-                     "mlflow_run_id": tracker.run_id if tracker else ""})
+        def report(row: dict) -> None:
+            epochs_done[0] = row["epoch"]
+            if tracker:
+                tracker.log_epoch(row)  # every epoch, the restored ones too: the run has the whole curve
+            if reported_before(resumed, row["epoch"]):
+                return
+            metrics = {"epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
+                       "test_accuracy": row["test_accuracy"], "train_seconds": row["seconds"],
+                       "resumed_at_epoch": resumed_at(resumed), "mlflow_run_id": tracker.run_id if tracker else ""}
+            dest = write_checkpoint(Path(scratch) / f"epoch{row['epoch']}", state_path, row["epoch"], fingerprint,
+                                    metrics["mlflow_run_id"])
+            try:
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(dest))  # copied to storage here
+            finally:
+                shutil.rmtree(dest, ignore_errors=True)
 
-    try:
-        result = train_seed(cfg, tensors, cfg.seeds[0], device, on_epoch=report, progress=False)
-    except SystemExit:  # Ray Tune stops a trial by sys.exit in its report: ASHA, not a failure
-        if tracker:
-            if epochs_done[0] < cfg.epochs:
-                tracker.set_tags({"stopped_early": "true"})
-            tracker.end()
-        raise
-    except BaseException:
-        if tracker:
-            tracker.end("FAILED")
-        raise
+        try:
+            result = train_seed(cfg, tensors, cfg.seeds[0], device, on_epoch=report, progress=False,
+                                state_path=state_path)
+        except SystemExit:  # Ray Tune stops a trial by sys.exit in its report: ASHA, not a failure
+            if tracker:
+                if epochs_done[0] < cfg.epochs:
+                    tracker.set_tags({"stopped_early": "true"})
+                tracker.end()
+            raise
+        except BaseException:
+            if tracker:
+                tracker.end("FAILED")
+            raise
     if tracker:
         tracker.set_tags({"status": result["status"]})
         tracker.end()
@@ -128,6 +158,7 @@ def trial_rows(results, search: Search) -> list[dict]:
             "status": "FAILED" if result.error else "TERMINATED",
             "error": str(result.error).strip().splitlines()[-1] if result.error else None,  # the exception, not Ray's header
             "epochs_run": int(last.get("epoch", 0)),
+            "resumed_at_epoch": last.get("resumed_at_epoch"),  # retried from a checkpoint: its first epoch trained again
             "val_accuracy": last.get("val_accuracy"),
             "val_loss": last.get("val_loss"),
             "test_accuracy": last.get("test_accuracy"),
