@@ -18,6 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 # each other. Tests of the default (every core) unset it themselves.
 os.environ.setdefault("FASHIONBENCH_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch in the test processes themselves, before it is imported
+# Every MLflow process a test starts (stages, servers, clients): no usage telemetry, which offline
+# waits on its sender at each exit; and no job runner in `mlflow server` (seven more processes of
+# ~240 MB each, for GenAI features no test uses; `fashionbench server` turns it off itself).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 # The end-to-end modules that take longest, longest first (their summed test times under the full

@@ -27,7 +27,7 @@ TEMPLATE_DIR = REPO / "dvc_plots_template"
 BUILT_PAGE = TEMPLATE_DIR / "offline.html"
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
 CANVAS = re.compile(r"<canvas[^>]*class=\"marks\"")
-RUNS = ("mlp_64-fashion_mnist", "lenet5_modern-mnist")  # tiny_params' runs: both have committed plot data
+RUNS = ("mlp_64-fashion_mnist", "lenet5_modern-mnist")  # tiny_params' runs: both have committed confusion data
 
 
 def load_build():
@@ -89,6 +89,14 @@ def test_the_builder_checks_what_it_inlines():
         build.check_integrity(data + b"!", good, "x")
 
 
+def write_history(path: Path, epochs: int = 10) -> None:
+    """A learning curve in train's CSV layout: accuracies rising towards 0.9 (train) and 0.85 (test)."""
+    rows = ["epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds"]
+    for epoch in range(1, epochs + 1):
+        rows.append(f"{epoch},{1 / epoch:.4f},{0.9 - 0.3 / epoch:.4f},{1.2 / epoch:.4f},{0.85 - 0.3 / epoch:.4f},{epoch:.1f}")
+    path.write_text("\n".join(rows) + "\n")
+
+
 @pytest.mark.slow
 def test_dvc_plots_show_and_diff_render_with_no_network(tmp_path):
     require_chromium()
@@ -112,8 +120,9 @@ def test_dvc_plots_show_and_diff_render_with_no_network(tmp_path):
     shutil.copy(BUILT_PAGE, root / "dvc_plots_template" / "offline.html")
     for kind in ("history", "confusion"):
         (root / "plots" / kind).mkdir(parents=True)
-        for name in RUNS:
-            shutil.copy(REPO / "plots" / kind / f"{name}.csv", root / "plots" / kind / f"{name}.csv")
+    for name in RUNS:  # the curves as train writes them (they live in DVC's cache, not git); the committed confusions
+        write_history(root / "plots" / "history" / f"{name}.csv")
+        shutil.copy(REPO / "plots" / "confusion" / f"{name}.csv", root / "plots" / "confusion" / f"{name}.csv")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "plots")
     assert configured_template(root) == root / "dvc_plots_template" / "offline.html"
