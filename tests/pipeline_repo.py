@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -94,3 +97,51 @@ def mlflow_runs(root: Path, **filters) -> list:
     exp = client.get_experiment_by_name("fashionbench")
     found = client.search_runs([exp.experiment_id], max_results=1000)
     return [r for r in found if all(r.data.tags.get(k) == v for k, v in filters.items())]
+
+
+# ---- `dvc queue` ----
+
+def queue_status(root: Path) -> dict[str, str]:
+    """{experiment name: Queued | Running | Success | Failed | ...} from `dvc queue status`."""
+    out = run(root, "dvc", "queue", "status").stdout
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\w+\s+(\S+)\s+.*?\s(\w+)\s*$", out, re.M)
+            if m.group(1) != "Name"}
+
+
+def wait_for_queue(root: Path, names: set[str], timeout_s: float = 420) -> dict[str, str]:
+    """`dvc queue status` once the experiments' git refs exist (a cheap poll; each `dvc` costs a
+    second of CPU), or every 15 s to see a failure; returns it once none is Queued or Running."""
+    deadline, asked = time.monotonic() + timeout_s, time.monotonic()
+    while True:
+        refs = run(root, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+        if names <= {ref.rsplit("/", 1)[-1] for ref in refs} or time.monotonic() - asked > 15:
+            status, asked = queue_status(root), time.monotonic()
+            if set(status) >= names and not {"Queued", "Running"} & set(status.values()):
+                return status
+        assert time.monotonic() < deadline, f"queue not done: {queue_status(root)}"
+        time.sleep(1)
+
+
+def stop_queue(root: Path) -> None:
+    """`dvc queue stop --kill`, then end any process still working in this repo (ours: its workers)."""
+    run(root, "dvc", "queue", "stop", "--kill", check=False, timeout=60)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cwd = Path(os.readlink(proc / "cwd"))
+            except OSError:
+                continue
+            if cwd == root or root in cwd.parents:
+                left.append(int(proc.name))
+        if not left:
+            return
+        time.sleep(1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -144,3 +144,36 @@ def postgres_server():
                     continue
         log.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def served_predictions(model_uri: str, images, directory: Path, env: dict, cwd: Path | None = None):
+    """`mlflow models serve` of `model_uri` (the local environment) on a free loopback port, run in `cwd`
+    (default `directory`, which holds its log): the predictions its /invocations gives for `images`
+    (float32 N x 1 x 28 x 28); stopped by its pid."""
+    import json
+
+    import numpy as np
+
+    port = free_port()
+    log_path = directory / "serve.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                                   "--host", "127.0.0.1", "--port", str(port)],
+                                  cwd=cwd or directory, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail("mlflow models serve did not start:\n" + log_path.read_text()[-3000:])
+                    time.sleep(0.5)
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=json.dumps({"inputs": images.tolist()}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return np.asarray(json.loads(response.read())["predictions"])
+        finally:
+            stop_group(server)

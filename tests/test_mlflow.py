@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from fake_idx import write_mirror
-from pipeline_repo import make_repo, mlflow_runs, run, tiny_params
+from pipeline_repo import make_repo, mlflow_runs, run, stop_queue, tiny_params, wait_for_queue
 from servers import free_port, mlflow_server
 
 RUN = "mlp_64-fashion_mnist"
@@ -156,38 +155,6 @@ def test_server_run_model_loads_with_pyfunc_and_classifies_a_batch(server_logged
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
-def queue_status(root: Path) -> dict[str, str]:
-    """{experiment name: Queued | Running | Success | Failed | ...} from `dvc queue status`."""
-    out = run(root, "dvc", "queue", "status").stdout
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\w+\s+(\S+)\s+.*?\s(\w+)\s*$", out, re.M)
-            if m.group(1) != "Name"}
-
-
-def stop_queue(root: Path) -> None:
-    """`dvc queue stop --kill`, then end any process still working in this repo (ours: its workers)."""
-    run(root, "dvc", "queue", "stop", "--kill", check=False, timeout=60)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        left = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                cwd = Path(os.readlink(proc / "cwd"))
-            except OSError:
-                continue
-            if cwd == root or root in cwd.parents:
-                left.append(int(proc.name))
-        if not left:
-            return
-        time.sleep(1)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.mark.slow
 def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository_store(pipeline_env):
     root = make_repo(pipeline_env / "repo", one_run_params())
@@ -203,13 +170,7 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
     assert sorted(lr_of.values()) == ["0.01", "0.1"], queued
     try:
         run(root, "dvc", "queue", "start", "-j", "2")
-        deadline = time.monotonic() + 420
-        while True:
-            status = queue_status(root)
-            if set(status) >= set(lr_of) and not {"Queued", "Running"} & set(status.values()):
-                break
-            assert time.monotonic() < deadline, f"queue not done: {status}"
-            time.sleep(2)
+        status = wait_for_queue(root, set(lr_of))
         logs = {name: run(root, "dvc", "queue", "logs", name, check=False).stdout[-2000:]
                 for name, s in status.items() if s != "Success"}
         assert all(status[name] == "Success" for name in lr_of), (status, logs)

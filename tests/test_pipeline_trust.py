@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 import yaml
 
-from pipeline_repo import BIN, generated_data_env, git, make_repo, mlflow_runs, run, tiny_params, venv_env
+from pipeline_repo import generated_data_env, git, make_repo, mlflow_runs, run, tiny_params, venv_env
+from servers import served_predictions
 
 pytestmark = pytest.mark.slow
 
@@ -236,47 +236,15 @@ def test_a_less_accurate_version_does_not_take_the_alias(registry_repo):
     assert c.get_registered_model(f"fashionbench-{FASHION}").aliases == {"champion": 2}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_served_champion_classifies_a_batch_as_the_model_itself_does(registry_repo, tmp_path):
     import mlflow.pyfunc
 
-    uri = f"models:/fashionbench-{FASHION}@champion"
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=registry_repo, env=venv_env(), stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        from fashionbench.core.files import read_tensors
+    from fashionbench.core.files import read_tensors
 
-        tensors, _ = read_tensors(registry_repo / "data" / "prepared" / "fashion_mnist.safetensors")
-        images = (tensors["test_images"][:16].numpy()[:, None] / np.float32(255)).astype(np.float32)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not start:\n" + (tmp_path / "serve.log").read_text()[-3000:])
-                time.sleep(0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"inputs": images.tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = np.asarray(json.loads(response.read())["predictions"])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
+    uri = f"models:/fashionbench-{FASHION}@champion"
+    tensors, _ = read_tensors(registry_repo / "data" / "prepared" / "fashion_mnist.safetensors")
+    images = (tensors["test_images"][:16].numpy()[:, None] / np.float32(255)).astype(np.float32)
+    served = served_predictions(uri, images, tmp_path, venv_env(), cwd=registry_repo)
     own = mlflow.pyfunc.load_model(uri).predict(images)
     assert served.shape == (16, 10)
     assert served.argmax(1).tolist() == np.asarray(own).argmax(1).tolist()

@@ -19,15 +19,16 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from pipeline_repo import BIN, generated_data_env, make_repo, run, tiny_params, venv_env
-from servers import PG_TEST_PASSWORD, free_port, postgres_bin_dir, postgres_server, reachable_temp_dir, stop_group
+from pipeline_repo import (BIN, generated_data_env, make_repo, run, stop_queue, tiny_params, venv_env,
+                           wait_for_queue)
+from servers import (PG_TEST_PASSWORD, free_port, postgres_bin_dir, postgres_server, reachable_temp_dir,
+                     served_predictions, stop_group)
 
 FASHION, DIGITS = "mlp_64-fashion_mnist", "lenet5_modern-mnist"
 OUTPUT_DIRS = ("models", "metrics", "plots/history", "plots/eval", "plots/runs", "plots/confusion")
@@ -250,32 +251,11 @@ def test_mlflow_models_serve_of_the_champion_answers_invocations_as_the_trained_
     from fashionbench.core.models import model_from_config
     from fashionbench.core.schema import RunConfig
 
-    root, port = team["root"], free_port()
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/fashionbench-{FASHION}@champion",
-                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=tmp_path, env=dict(venv_env(), MLFLOW_TRACKING_URI=team["uri"]), stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        tensors, _ = read_tensors(root / "data" / "prepared" / "fashion_mnist.safetensors")
-        images = (tensors["test_images"][:8].numpy()[:, None] / np.float32(255)).astype(np.float32)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not start:\n" + (tmp_path / "serve.log").read_text()[-3000:])
-                time.sleep(0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"inputs": images.tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = np.asarray(json.loads(response.read())["predictions"])
-    finally:
-        stop_group(server)
-        log.close()
+    root = team["root"]
+    tensors, _ = read_tensors(root / "data" / "prepared" / "fashion_mnist.safetensors")
+    images = (tensors["test_images"][:8].numpy()[:, None] / np.float32(255)).astype(np.float32)
+    served = served_predictions(f"models:/fashionbench-{FASHION}@champion", images, tmp_path,
+                                dict(venv_env(), MLFLOW_TRACKING_URI=team["uri"]))
     trained = json.loads((root / "models" / FASHION / "train.json").read_text())
     net = model_from_config(RunConfig.stored(trained["config"]))
     net.load_state_dict(read_tensors(root / "models" / FASHION / "seed0.safetensors")[0])
@@ -284,26 +264,8 @@ def test_mlflow_models_serve_of_the_champion_answers_invocations_as_the_trained_
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
 
 
-def wait_for_queue(root: Path, names: set[str], timeout_s: float = 420) -> dict[str, str]:
-    """`dvc queue status` once the experiments' git refs exist (a cheap poll; each `dvc` costs a
-    second of CPU), or every 15 s to see a failure; returns it once none is Queued or Running."""
-    from test_mlflow import queue_status
-
-    deadline, asked = time.monotonic() + timeout_s, time.monotonic()
-    while True:
-        refs = run(root, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
-        if names <= {ref.rsplit("/", 1)[-1] for ref in refs} or time.monotonic() - asked > 15:
-            status, asked = queue_status(root), time.monotonic()
-            if set(status) >= names and not {"Queued", "Running"} & set(status.values()):
-                return status
-        assert time.monotonic() < deadline, f"queue not done: {queue_status(root)}"
-        time.sleep(1)
-
-
 @on_postgres
 def test_two_queued_experiments_on_two_workers_both_finish_in_the_server_with_their_metrics(team):
-    from test_mlflow import stop_queue
-
     root, uri = team["root"], team["uri"]
     # Each changes one run's lr: one training each, up to its evaluation (which logs and registers; the report does not)
     queued = run(root, "dvc", "exp", "run", "--queue", "-S", f"++runs.{FASHION}.lr=0.1,0.01", f"evaluate@{FASHION}").stdout
