@@ -91,8 +91,7 @@ def training_throughput(cfg: dict, data: dict, device: torch.device, steps: int,
     over `steps` batches of the real training images, and the ops that take its time."""
     torch.manual_seed(0)
     model, amp, channels_last = place_model(model_from_config(cfg), device, cfg.precision)
-    if cfg.normalize == "standard":
-        set_input_statistics(model, data["train_images"])
+    set_input_statistics(model, data["train_images"])
     optimizer = make_optimizer(cfg, model.parameters())
     bs = cfg.batch_size
     # The schedule as the run's, stretched where the run is shorter than the steps timed and

@@ -44,3 +44,19 @@ def test_unset_fashionbench_threads_leaves_torchs_threads_as_they_were(monkeypat
         assert apply_fixed_threads() is None and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_deterministic_mode_is_set_without_loading_the_torch_compile_stack():
+    """train_run's set_determinism turns torch's flag on and off without importing torch._inductor
+    (torch.use_deterministic_algorithms does, for torch.compile: over a CPU-second a training)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from fashionbench.core.runtime import set_determinism\n"
+            "set_determinism(True, torch.device('cpu'))\n"
+            "on = torch.are_deterministic_algorithms_enabled()\n"
+            "set_determinism(False, torch.device('cpu'))\n"
+            "print(on, torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "False"]

@@ -80,7 +80,7 @@ def test_model_options_name_what_each_model_accepts():
     assert model_options("mlp_64") == ["depth", "width", "activation", "dropout"]
     assert model_options("cnn_baseline") == ["dropout"]
     assert model_options("lenet5_modern") == []
-    assert model_options("resnet_fast") == ["width", "blocks"]
+    assert model_options("resnet_fast") == ["width", "blocks", "whiten"]
 
 
 @pytest.mark.parametrize("init", ["normal", "xavier_uniform", "kaiming"])

@@ -1,28 +1,53 @@
-"""End to end: the real `dvc repro` and `dvc exp run` on small generated data."""
+"""End to end: the real `dvc repro` and `dvc exp run` on small generated data; then a team's round
+trip on the same repository: pushed to a DVC remote with its run cache, cloned afresh, pulled
+(docs/pipeline.md "Sharing results: a DVC remote"), and `fashionbench reproduce` from an MLflow run
+back to its workspace (docs/tracking.md "From a run back to its workspace"). One repository for the
+module: its tests run in this file's order, each building on the ones before."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pipeline_repo import generated_data_env, make_repo, mlflow_runs, run, tiny_params
+from pipeline_repo import BIN, generated_data_env, git, make_repo, mlflow_runs, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
 RUNS = ("mlp_64-fashion_mnist", "lenet5_modern-mnist")
+RUN = RUNS[0]  # the run the experiments change and the round trip follows
 OWN_LR = {"lenet5_modern-mnist": 0.001}  # a run that sets its own lr, equal to the default
+VARIANT = ("lowlr", "lr=0.0001")  # an experiment: retrains RUN only (the other sets its own lr)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    """The repository, with a DVC remote (a local directory) committed, and its first `dvc repro`."""
     base = tmp_path_factory.mktemp("e2e")
     mp = generated_data_env(base)
     params = tiny_params()
     for name, lr in OWN_LR.items():
         params["runs"][name]["lr"] = lr
     root = make_repo(base / "repo", params)
+    run(root, "dvc", "remote", "add", "-d", "storage", str(base / "remote"))
+    git(root, "commit", "-q", "-m", "remote", ".dvc/config")
     first = run(root, "dvc", "repro")
     yield root, first
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def variant(repo):
+    """The first repro's results committed ("baseline"), then the experiment VARIANT: its `dvc exp run`."""
+    root, _ = repo
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "baseline")
+    result = run(root, "dvc", "exp", "run", "-n", VARIANT[0], "-S", VARIANT[1], check=False)
+    if result.returncode and "Failed to reproduce experiment" in result.stdout + result.stderr:
+        # Seen once in the whole suite on CI, never alone: every stage had run and DVC's own commit of
+        # the experiment failed ("'NoneType' object is not subscriptable"). The stages are up to date
+        # then, so the rerun only commits; -v keeps DVC's traceback if it fails again.
+        result = run(root, "dvc", "exp", "run", "-v", "-n", VARIANT[0], "-S", VARIANT[1], check=False)
+    return result
 
 
 def test_repro_produces_every_declared_output(repo):
@@ -103,16 +128,9 @@ def test_dvc_plots_draw_one_learning_curve_per_run_with_named_axes_and_splits_in
     assert spec["encoding"]["color"]["field"] == "split"
 
 
-def test_exp_run_with_a_new_lr_retrains_only_the_runs_without_their_own_lr(repo):
+def test_exp_run_with_a_new_lr_retrains_only_the_runs_without_their_own_lr(repo, variant):
     root, _ = repo
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-q", "-m", "baseline")
-    result = run(root, "dvc", "exp", "run", "-n", "lowlr", "-S", "lr=0.0001", check=False)
-    if result.returncode and "Failed to reproduce experiment" in result.stdout + result.stderr:
-        # Seen once in the whole suite on CI, never alone: every stage had run and DVC's own commit of
-        # the experiment failed ("'NoneType' object is not subscriptable"). The stages are up to date
-        # then, so the rerun only commits; -v keeps DVC's traceback if it fails again.
-        result = run(root, "dvc", "exp", "run", "-v", "-n", "lowlr", "-S", "lr=0.0001")
+    result = variant
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
     assert {f"train@{name}" for name in RUNS} & ran == {"train@mlp_64-fashion_mnist"}
@@ -124,6 +142,107 @@ def test_exp_run_with_a_new_lr_retrains_only_the_runs_without_their_own_lr(repo)
     low = next(e["revs"][0] for e in commit["experiments"] if e["name"] == "lowlr")
     params = low["data"]["params"]["params.yaml"]["data"]
     assert params["lr"] == 0.0001 and params["runs"]["lenet5_modern-mnist"]["lr"] == 0.001
+
+
+# ---- a team's round trip: the repository pushed to its DVC remote, cloned afresh and pulled; and
+# `fashionbench reproduce <run id>` in the repository the runs came from. Before the tests below, which run
+# another experiment and edit params.yaml: the workspace holds the variant's outputs when it is pushed. ----
+
+@pytest.fixture(scope="module")
+def team(repo, variant):
+    """The module's repository (its remote, the baseline committed, the variant run), everything
+    pushed with the run cache; and a fresh `git clone` of it, pulled. The MLflow runs stay in the
+    repository's store, which the clone is pointed at (as a team points at its tracking server)."""
+    root, _ = repo
+    base, mp = root.parent, pytest.MonkeyPatch()
+    assert variant.returncode == 0, variant.stdout[-3000:] + variant.stderr[-3000:]
+    # The workspace holds the variant's outputs now, the branch the baseline's: both go, with the run cache.
+    run(root, "dvc", "push", "--run-cache", "--all-branches")
+    clone = base / "clone"
+    git(base, "clone", "-q", str(root), str(clone))
+    run(clone, "dvc", "pull", "--run-cache")
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    yield {"base": base, "root": root, "clone": clone, "runs": {"workspace": one_run(root, "workspace"),
+                                                                  VARIANT[0]: one_run(root, VARIANT[0])}}
+    mp.undo()
+
+
+def one_run(root, experiment: str):
+    [found] = [r for r in mlflow_runs(root, dvc_run=RUN, dvc_exp_name=experiment)
+               if "mlflow.parentRunId" not in r.data.tags]
+    return found
+
+
+def metrics(root) -> dict:
+    return json.loads((root / "metrics" / f"{RUN}.json").read_text())
+
+
+def test_after_dvc_pull_a_fresh_clone_is_up_to_date_and_trains_nothing(team):
+    before = len(mlflow_runs(team["root"]))
+    result = run(team["clone"], "dvc", "repro")
+    assert "Running stage 'train@" not in result.stdout and "Running stage 'evaluate@" not in result.stdout
+    assert f"Stage 'train@{RUN}' didn't change, skipping" in result.stdout
+    assert json.loads(run(team["clone"], "dvc", "status", "--json").stdout) == {"validate": ["always changed"]}
+    assert len(mlflow_runs(team["root"])) == before
+    assert metrics(team["clone"])["test_accuracy"] == team["runs"]["workspace"].data.metrics["test/accuracy"]
+
+
+def test_predict_works_in_the_fresh_clone(team):
+    from PIL import Image
+
+    from fake_idx import make_images
+
+    picture = team["base"] / "trouser.png"
+    Image.fromarray(make_images(np.array([1]), np.random.default_rng(0))[0]).save(picture)
+    result = run(team["clone"], str(BIN / "fashionbench"), "predict", str(picture))
+    from fashionbench.core.idx import CLASS_NAMES
+
+    assert any(name in result.stdout for name in CLASS_NAMES["fashion_mnist"]), result.stdout
+
+
+def test_a_variant_trained_before_is_restored_from_the_run_cache_without_training(team):
+    before = len(mlflow_runs(team["root"]))
+    result = run(team["clone"], "dvc", "exp", "run", "--pull", "-n", VARIANT[0], "-S", VARIANT[1])
+    assert f"Stage 'train@{RUN}' is cached - skipping run, checking out outputs" in result.stdout
+    assert "Running stage 'train@" not in result.stdout
+    assert len(mlflow_runs(team["root"])) == before  # evaluate logs into the run that trained it
+    assert metrics(team["clone"])["test_accuracy"] == team["runs"][VARIANT[0]].data.metrics["test/accuracy"]
+
+
+# ---- fashionbench reproduce <run id>, in the repository the runs came from ----
+
+def reproduce(team, experiment: str, *options: str):
+    found = team["runs"][experiment]
+    into = team["base"] / f"reproduced-{experiment}"
+    status = git(team["root"], "status", "--porcelain")
+    result = run(team["root"], str(BIN / "fashionbench"), "reproduce", found.info.run_id, "--into", str(into), *options)
+    assert git(team["root"], "status", "--porcelain") == status  # the user's workspace is only read
+    return found, into, result
+
+
+def test_reproduce_retrains_a_variant_s_run_to_the_same_metrics(team, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the repository's own store, as its user has it
+    before = len(mlflow_runs(team["root"]))
+    found, into, result = reproduce(team, VARIANT[0], "--retrain")
+    assert "trained again" in result.stdout
+    assert "dvc exp branch refs/exps/" in result.stdout
+    reproduced = metrics(into)
+    assert reproduced["test_accuracy"] == found.data.metrics["test/accuracy"]
+    assert reproduced["test_loss"] == found.data.metrics["test/loss"]
+    [again] = mlflow_runs(into, dvc_run=RUN)  # it trained, into the new workspace's own store
+    assert again.data.params["lr"] == found.data.params["lr"] == VARIANT[1].split("=")[1]
+    assert len(mlflow_runs(team["root"])) == before
+
+
+def test_reproduce_restores_a_workspace_run_from_the_commit_that_recorded_it(team, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    found, into, result = reproduce(team, "workspace")
+    assert "restored, not trained" in result.stdout
+    assert git(into, "rev-parse", "HEAD") == git(team["root"], "rev-parse", "HEAD")  # the "baseline" commit
+    assert not (into / "mlflow.db").exists()  # nothing trained, nothing logged
+    reproduced = metrics(into)
+    assert reproduced["test_accuracy"] == found.data.metrics["test/accuracy"]
+    assert reproduced["test_loss"] == found.data.metrics["test/loss"]
 
 
 def test_compare_shows_each_run_across_two_experiments_with_the_seed_and_baseline(repo):

@@ -1,5 +1,5 @@
 """`fashionbench reproduce RUN_ID`: a run it cannot go back from gets one line naming it and what
-was expected, a non-zero exit, and nothing cloned. (The round trip itself: tests/test_sharing.py.)"""
+was expected, a non-zero exit, and nothing cloned. (The round trip itself: tests/test_pipeline.py.)"""
 import subprocess
 
 import pytest

@@ -6,8 +6,8 @@ import torch
 
 from fashionbench.core.config import ConfigError, validate
 from fashionbench.core import engine
-from fashionbench.core.engine import predict, train_seed
-from fashionbench.core.models import Standardize, build_model, model_from_config
+from fashionbench.core.engine import predict, set_input_statistics, train_seed
+from fashionbench.core.models import PatchWhitening, Standardize, build_model, model_from_config
 from fashionbench.core.recipe import (
     augment_batch,
     augmentation_draws,
@@ -228,7 +228,7 @@ def test_the_options_together_train_resnet_fast_and_resume_bit_for_bit(tiny_data
     params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "epochs": 3,
                             "batch_size": 64, "normalize": "standard", "augment": "crop_flip", "random_erasing": 0.5,
                             "label_smoothing": 0.1, "lr_schedule": "onecycle", "ema": 0.9, "tta": "flip_shift",
-                            "progressive_size": 20, "progressive_epochs": 2}}
+                            "progressive_size": 20, "progressive_epochs": 2, "whiten": True}}
     cfg, cpu = validate(params)["runs"]["r"], torch.device("cpu")
     whole = train_seed(cfg, tiny_data, 0, cpu, progress=False)
 
@@ -254,6 +254,33 @@ def resnet_config(**overrides):
     params["runs"] = {"r": {"model": "resnet_fast", "dataset": "fashion_mnist", "width": 4, "batch_size": 64,
                             **overrides}}
     return validate(params)["runs"]["r"]
+
+
+def test_whitening_makes_the_training_patches_uncorrelated_and_only_its_bias_trains(tiny_data):
+    cfg = resnet_config(whiten=True, normalize="standard", epochs=1, blocks=[0, 1])
+    model = train_seed(cfg, tiny_data, 0, torch.device("cpu"), progress=False)["model"]
+    standardize, resnet = model
+    layer = resnet[0]
+    assert isinstance(layer, PatchWhitening) and resnet[2][0].in_channels == 18  # stage 0 is its 18 channels
+    patches = torch.nn.functional.conv2d(standardize(tiny_data["train_images"].float().unsqueeze(1) / 255),
+                                         layer.weight[:9])  # the 9 components (the other 9 are their negatives)
+    cov = torch.cov(patches.permute(1, 0, 2, 3).reshape(9, -1))
+    assert torch.allclose(cov, torch.eye(9), atol=0.01)  # uncorrelated, unit variance (eps dims the faintest a little)
+    untrained = model_from_config(cfg)
+    set_input_statistics(untrained, tiny_data["train_images"])
+    assert torch.equal(untrained[1][0].weight, layer.weight)  # the filters did not train
+    assert layer.bias.abs().sum() > 0  # the bias did
+    reloaded = model_from_config(cfg)
+    reloaded.load_state_dict(model.state_dict())  # the filters travel in the checkpoint
+    assert torch.equal(reloaded[1][0].weight, layer.weight)
+
+
+def test_whitening_is_a_resnet_fast_option_given_as_true_false_or_null():
+    with pytest.raises(ConfigError, match=r"^runs.mlp_64-fashion_mnist.whiten: model mlp_64 has no 'whiten' option"):
+        config(whiten=True)
+    with pytest.raises(ConfigError, match=r"^runs.r.whiten: expected null, true or false, got 'yes'$"):
+        resnet_config(whiten="yes")
+    assert resnet_config().whiten is None and resnet_config(whiten=False).whiten is False
 
 
 def test_progressive_resizing_is_refused_for_a_model_that_takes_28_pixels_only():

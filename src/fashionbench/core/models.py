@@ -129,17 +129,47 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def resnet_fast(width: int = 32, blocks: tuple[int, ...] = (1, 1, 1)) -> nn.Sequential:
+class PatchWhitening(nn.Module):
+    """airbench's first layer: a frozen 3x3 convolution whose filters are the principal components
+    of the training images' 3x3 patches, each scaled to unit variance, and their negatives (18
+    channels); only its bias learns. `fit` sets the filters; they travel in the state dict."""
+
+    size = 3
+    channels = 2 * size * size
+    eps = 5e-4  # airbench's: keeps the near-constant components from being scaled up without bound
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(self.channels, 1, self.size, self.size))  # a buffer: never trained
+        self.bias = nn.Parameter(torch.zeros(self.channels))
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> None:
+        """Filters from float images (N, 1, H, W), as this layer will see them."""
+        patches = F.unfold(images, self.size).transpose(1, 2).reshape(-1, self.size ** 2)
+        patches = patches - patches.mean(0)
+        values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (vectors.T / torch.sqrt(values + self.eps).unsqueeze(1)).reshape(-1, 1, self.size, self.size)
+        self.weight.copy_(torch.cat([filters, -filters]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, padding=self.size // 2)
+
+
+def resnet_fast(width: int = 32, blocks: tuple[int, ...] = (1, 1, 1), whiten: bool = False) -> nn.Sequential:
     """Beyond the write-ups: a residual CNN with batch norm sized for 28x28 inputs. Stages at 28, 14,
     7, 4 and 2 pixels (as many as `blocks` has entries) with width, 2x, 4x... channels, a strided
     conv_bn between stages, `blocks[i]` residual blocks in stage i; global average pooling; a
-    linear head. The default, one block in each of three stages, is the zoo's resnet_fast."""
-    channels = width
-    layers = [conv_bn(1, channels)]
+    linear head. The default, one block in each of three stages, is the zoo's resnet_fast.
+    With `whiten`, the first layer is PatchWhitening and a ReLU (its 18 channels are stage 0's)
+    instead of a learned conv_bn."""
+    stem = [PatchWhitening(), nn.ReLU()] if whiten else [conv_bn(1, width)]
+    channels = PatchWhitening.channels if whiten else width
+    layers = stem
     for stage, count in enumerate(blocks):
         if stage:
-            layers.append(conv_bn(channels, 2 * channels, stride=2))
-            channels *= 2
+            layers.append(conv_bn(channels, width * 2 ** stage, stride=2))
+            channels = width * 2 ** stage
         layers += [Residual(channels) for _ in range(count)]
     # One flat Sequential, so the default's state-dict keys are those of models trained before `blocks`.
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
@@ -200,7 +230,7 @@ ZOO = {
 }
 
 
-RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride", "blocks")
+RUN_OPTIONS = ("depth", "width", "activation", "dropout", "patch_stride", "blocks", "whiten")
 
 
 ANY_IMAGE_SIZE = ("resnet_fast",)  # global pooling before the head: trains at other sizes (progressive_size)

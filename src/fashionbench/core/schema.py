@@ -80,6 +80,12 @@ def _boolean(v):
     return v
 
 
+def _optional_boolean(v):
+    if v is not None and not isinstance(v, bool):
+        raise ValueError(f"expected null, true or false, got {v!r}")
+    return v
+
+
 def _device(v):
     if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
         raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
@@ -138,6 +144,7 @@ class TrainingSettings(BaseModel):
     dropout: Annotated[float | None, number(lo=0, hi=1, hi_open=True, nullable=True)]
     patch_stride: Annotated[int | None, number(lo=1, hi=7, integer=True, nullable=True)]  # patch_mlp's 7x7: < 7 overlaps
     blocks: Annotated[list[int] | None, BeforeValidator(_blocks)]  # resnet_fast: residual blocks per stage
+    whiten: Annotated[bool | None, BeforeValidator(_optional_boolean)]  # resnet_fast: a frozen patch-whitening first layer
     # Beyond the write-ups (fast training); each off by default, so the write-ups' runs do not move.
     normalize: Annotated[str, choice(NORMALIZATIONS)]
     augment: Annotated[str, choice(AUGMENTATIONS)]
@@ -165,7 +172,7 @@ TRAIN_KEYS = tuple(TrainingSettings.model_fields)
 BEFORE_KEY_EXISTED = {
     "shuffle": True, "eval_batch_size": None, "split_seed": 0, "val_fraction": None,
     "depth": None, "width": None, "activation": None, "dropout": None, "patch_stride": None, "blocks": None,
-    "normalize": "none", "augment": "none", "random_erasing": 0.0, "label_smoothing": 0.0,
+    "whiten": None, "normalize": "none", "augment": "none", "random_erasing": 0.0, "label_smoothing": 0.0,
     "lr_schedule": "constant", "warmup_epochs": 0, "ema": None, "tta": "none",
     "progressive_size": None, "progressive_epochs": 0,
 }
