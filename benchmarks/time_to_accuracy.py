@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         seeds = args.seeds or cfg.seeds
         histories, source = seed_histories(cfg, data, device, seeds), f"{', '.join(map(str, seeds))} trained by this command"
-    options = {k: getattr(cfg, k) for k in ("model", "width", "blocks", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    options = {k: getattr(cfg, k) for k in ("model", "width", "blocks", "whiten", "epochs", "batch_size", "optimizer", "lr", "momentum",
                                    "nesterov", "weight_decay", "lr_schedule", "augment", "random_erasing",
                                    "label_smoothing", "ema", "tta", "normalize", "precision",
                                    "progressive_size", "progressive_epochs")}

@@ -155,7 +155,7 @@ def zoo_table(metrics: dict[str, dict | None], configs: dict[str, dict], smoke: 
 
 
 # The options a fast run turns on, as the report names them (each is off by default).
-FAST_OPTIONS = (("width", "width {}"), ("blocks", "blocks {}"), ("normalize", "inputs {}"), ("augment", "augment {}"),
+FAST_OPTIONS = (("width", "width {}"), ("blocks", "blocks {}"), ("whiten", "whitened first layer"), ("normalize", "inputs {}"), ("augment", "augment {}"),
                 ("random_erasing", "erasing {}"), ("label_smoothing", "label smoothing {}"),
                 ("lr_schedule", "{} schedule"), ("warmup_epochs", "{} warm-up epochs"), ("ema", "EMA {}"),
                 ("tta", "{} TTA"), ("weight_decay", "wd {}"), ("progressive_epochs", "{} epochs at {progressive_size} px"))
