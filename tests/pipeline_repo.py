@@ -122,6 +122,23 @@ def wait_for_queue(root: Path, names: set[str], timeout_s: float = 420) -> dict[
         time.sleep(1)
 
 
+def run_two_queued_lrs(root: Path, key: str, target: str) -> dict[str, str]:
+    """`dvc exp run --queue -S <key>=0.1,0.01 <target>` on two workers at once, waited for; asserts
+    both experiments succeeded (with the failed ones' logs) and returns {experiment name: lr}."""
+    queued = run(root, "dvc", "exp", "run", "--queue", "-S", f"{key}=0.1,0.01", target).stdout
+    lr_of = dict((name, lr) for lr, name in re.findall(r"lr=([^']+)'\].*?\n.*?Queued experiment '([^']+)'", queued))
+    assert sorted(lr_of.values()) == ["0.01", "0.1"], queued
+    try:
+        run(root, "dvc", "queue", "start", "-j", "2")
+        status = wait_for_queue(root, set(lr_of))
+        logs = {name: run(root, "dvc", "queue", "logs", name, check=False).stdout[-2000:]
+                for name, s in status.items() if s != "Success"}
+        assert all(status[name] == "Success" for name in lr_of), (status, logs)
+    finally:
+        stop_queue(root)
+    return lr_of
+
+
 def stop_queue(root: Path) -> None:
     """`dvc queue stop --kill`, then end any process still working in this repo (ours: its workers)."""
     run(root, "dvc", "queue", "stop", "--kill", check=False, timeout=60)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fashionbench.tracking.postgres import DatabaseError
+from fashionbench.tracking.server import wait_healthy
 from pipeline_repo import BIN
 
 
@@ -48,17 +50,10 @@ def mlflow_server(directory: Path):
          "--artifacts-destination", str(directory / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(directory / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_healthy(proc, uri, timeout_s=120)  # as `fashionbench server` waits for its own
+        except DatabaseError as exc:
+            pytest.fail(f"{exc}:\n{(directory / 'server.log').read_text()[-3000:]}")
         yield uri
     finally:
         stop_group(proc)

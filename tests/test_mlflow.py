@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from fake_idx import write_mirror
-from pipeline_repo import make_repo, mlflow_runs, run, stop_queue, tiny_params, wait_for_queue
+from pipeline_repo import make_repo, mlflow_runs, run, run_two_queued_lrs, tiny_params
 from servers import free_port, mlflow_server
 
 RUN = "mlp_64-fashion_mnist"
@@ -165,18 +164,7 @@ def test_parallel_queued_experiments_each_log_one_complete_run_to_the_repository
     assert not (root / "mlflow.db").exists()  # the queued runs race to create it
 
     # Two workers, two at once; each up to its run's evaluation, the last stage that logs (the report does not).
-    queued = run(root, "dvc", "exp", "run", "--queue", "-S", "lr=0.1,0.01", f"evaluate@{RUN}").stdout
-    lr_of = dict((name, lr) for lr, name in re.findall(
-        r"\['lr=([^']+)'\].*?\n.*?Queued experiment '([^']+)'", queued))
-    assert sorted(lr_of.values()) == ["0.01", "0.1"], queued
-    try:
-        run(root, "dvc", "queue", "start", "-j", "2")
-        status = wait_for_queue(root, set(lr_of))
-        logs = {name: run(root, "dvc", "queue", "logs", name, check=False).stdout[-2000:]
-                for name, s in status.items() if s != "Success"}
-        assert all(status[name] == "Success" for name in lr_of), (status, logs)
-    finally:
-        stop_queue(root)
+    lr_of = run_two_queued_lrs(root, "lr", f"evaluate@{RUN}")
 
     runs = mlflow_runs(root)
     assert len(runs) == 2

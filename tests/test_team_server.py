@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline_repo import (BIN, generated_data_env, make_repo, run, stop_queue, tiny_params, venv_env,
-                           wait_for_queue)
+from pipeline_repo import BIN, generated_data_env, make_repo, run, run_two_queued_lrs, tiny_params, venv_env
 from servers import (PG_TEST_PASSWORD, free_port, postgres_bin_dir, postgres_server, reachable_temp_dir,
                      served_predictions, stop_group)
 
@@ -268,17 +267,7 @@ def test_mlflow_models_serve_of_the_champion_answers_invocations_as_the_trained_
 def test_two_queued_experiments_on_two_workers_both_finish_in_the_server_with_their_metrics(team):
     root, uri = team["root"], team["uri"]
     # Each changes one run's lr: one training each, up to its evaluation (which logs and registers; the report does not)
-    queued = run(root, "dvc", "exp", "run", "--queue", "-S", f"++runs.{FASHION}.lr=0.1,0.01", f"evaluate@{FASHION}").stdout
-    lr_of = dict((name, lr) for lr, name in re.findall(r"lr=([^']+)'\].*?\n.*?Queued experiment '([^']+)'", queued))
-    assert sorted(lr_of.values()) == ["0.01", "0.1"], queued
-    try:
-        run(root, "dvc", "queue", "start", "-j", "2")
-        status = wait_for_queue(root, set(lr_of))
-        logs = {name: run(root, "dvc", "queue", "logs", name, check=False).stdout[-2000:]
-                for name, s in status.items() if s != "Success"}
-        assert all(status[name] == "Success" for name in lr_of), (status, logs)
-    finally:
-        stop_queue(root)
+    lr_of = run_two_queued_lrs(root, f"++runs.{FASHION}.lr", f"evaluate@{FASHION}")
     c = client(uri)
     exp = c.get_experiment_by_name("fashionbench")
     for name, lr in lr_of.items():
